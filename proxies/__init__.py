@@ -1,0 +1,1 @@
+"""Network edges: shadow proxies and demo model servers; they execute what harness decides."""

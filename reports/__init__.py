@@ -1,0 +1,1 @@
+"""Renderers from a verdict to JSON, Markdown, HTML and JUnit."""
