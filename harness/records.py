@@ -20,7 +20,8 @@ RESET = "reset"  # the upstream closed the connection mid-exchange
 CONNECT = "connect"  # the upstream could not be reached
 SHED = "shed"  # the mirrored copy was not sent: the in-flight budget was full
 PROTOCOL = "protocol"  # the upstream answered with something that is not valid HTTP
-ERROR_KINDS = (TIMEOUT, RESET, CONNECT, SHED, PROTOCOL)
+INTERNAL = "internal"  # the proxy itself failed on this copy (a bug, logged); kept, not dropped
+ERROR_KINDS = (TIMEOUT, RESET, CONNECT, SHED, PROTOCOL, INTERNAL)
 
 
 @dataclass(slots=True)

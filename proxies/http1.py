@@ -112,7 +112,9 @@ def encode_response(
     for key, value in headers:
         lines += (key, b": ", value, b"\r\n")
     if status >= 200 and status not in (204, 304):
-        lines += (b"content-length: ", str(len(body)).encode(), b"\r\n")
+        # A HEAD answer may carry the length of the body it omits (forwarded from an upstream).
+        if not (head and any(k == b"content-length" for k, _ in headers)):
+            lines += (b"content-length: ", str(len(body)).encode(), b"\r\n")
     if not keep_alive:
         lines.append(b"connection: close\r\n")
     lines.append(b"\r\n")

@@ -1,0 +1,255 @@
+"""The `shadowline` command line (a composition root: it may import proxies and reports).
+
+Exit codes (DESIGN.md): 0 GO, 1 NO-GO, 2 bad usage or input, 3 INCONCLUSIVE, 4 the run failed.
+Errors are one line naming what was wrong; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from harness import __version__
+
+EXIT_GO, EXIT_NO_GO, EXIT_USAGE, EXIT_INCONCLUSIVE, EXIT_RUN_FAILED = 0, 1, 2, 3, 4
+
+app = typer.Typer(
+    name="shadowline",
+    help="Shadow-traffic and chaos testing for ML model serving.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+proxy_app = typer.Typer(help="Run a shadow proxy in front of an incumbent model.", no_args_is_help=True)
+app.add_typer(proxy_app, name="proxy")
+
+_state = {"debug": False}
+
+
+class UsageError(ValueError):
+    """Bad usage or bad input: exit code 2."""
+
+
+class RunFailed(RuntimeError):
+    """The run itself failed (a target unreachable, a crash): exit code 4."""
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"shadowline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+class Role(str, Enum):
+    incumbent = "incumbent"
+    candidate = "candidate"
+
+
+class Variant(str, Enum):
+    identical = "identical"
+    subtle = "subtle"
+    broken = "broken"
+
+
+class NanBehaviour(str, Enum):
+    reject = "reject"
+    crash = "crash"
+
+
+def _host_port(value: str, what: str) -> tuple[str, int]:
+    from proxies.serve import split_host_port
+
+    try:
+        return split_host_port(value, what=what)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+@app.command("serve-demo")
+def serve_demo(
+    role: Annotated[Role, typer.Option(help="Which weights to serve.")] = Role.incumbent,
+    variant: Annotated[
+        Optional[Variant], typer.Option(help="Candidate weights: identical, subtle (flips ~3% of labels) or broken. Default: subtle for a candidate.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind; 0 picks a free one (printed when ready).")] = 8001,
+    model: Annotated[str, typer.Option(help="Model name in the v2 API paths.")] = "demo",
+    latency_ms: Annotated[float, typer.Option(help="Added latency per inference, ms.")] = 0.0,
+    jitter_ms: Annotated[float, typer.Option(help="Extra uniform latency 0..jitter per inference, ms.")] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="Fraction of inferences answered 500.")] = 0.0,
+    hang_rate: Annotated[float, typer.Option(help="Fraction of inferences never answered.")] = 0.0,
+    nan_behaviour: Annotated[NanBehaviour, typer.Option(help="On NaN/Inf input: reject (400) or crash (500).")] = NanBehaviour.reject,
+    crash_after: Annotated[Optional[int], typer.Option(help="Exit abruptly after this many inferences.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the error, hang and jitter draws.")] = 0,
+) -> None:
+    """Serve the demo model over the Open Inference Protocol v2 REST API.
+
+    Example: shadowline serve-demo --role candidate --port 8002 --latency-ms 8
+    """
+    from harness.procs import ready_line
+    from proxies.demo_server import DemoKnobs
+    from proxies.serve import serve_demo as run
+
+    for name, rate in (("--error-rate", error_rate), ("--hang-rate", hang_rate)):
+        if not 0.0 <= rate <= 1.0:
+            raise UsageError(f"{name} must be within [0, 1], got {rate}")
+    chosen = variant or (Variant.subtle if role is Role.candidate else Variant.identical)
+    knobs = DemoKnobs(
+        role=role.value,
+        variant=chosen.value,
+        model_name=model,
+        latency_ms=latency_ms,
+        jitter_ms=jitter_ms,
+        error_rate=error_rate,
+        hang_rate=hang_rate,
+        nan_behaviour=nan_behaviour.value,
+        crash_after=crash_after,
+        seed=seed,
+    )
+    run(knobs, listen=(host, port), on_ready=lambda p: ready_line(f"demo {role.value}", host, p))
+
+
+@proxy_app.command("http")
+def proxy_http(
+    incumbent: Annotated[str, typer.Option(help="Incumbent URL (answers the client), e.g. http://127.0.0.1:8001.")],
+    candidate: Annotated[Optional[str], typer.Option(help="Candidate URL (mirrored copy).")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Baseline URL: a second incumbent, the noise floor.")] = None,
+    listen: Annotated[str, typer.Option(help="HOST:PORT to accept clients on.")] = "127.0.0.1:8000",
+    sample: Annotated[float, typer.Option(help="Fraction of requests mirrored (seeded draw).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling draws (recorded in the run).")] = 0,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Where capture.db and run.json go. Default: runs/<run-id>.")] = None,
+    metrics_listen: Annotated[Optional[str], typer.Option(help="HOST:PORT for Prometheus metrics.")] = None,
+    max_inflight: Annotated[int, typer.Option(help="Mirrored requests in flight before copies are shed.")] = 512,
+    shadow_timeout: Annotated[float, typer.Option(help="Seconds a mirrored copy may take.")] = 5.0,
+    incumbent_timeout: Annotated[float, typer.Option(help="Seconds the incumbent may take before the client gets 504.")] = 30.0,
+    client_timeout: Annotated[float, typer.Option(help="Seconds a client may take to send a request (then 408).")] = 10.0,
+    max_body: Annotated[int, typer.Option(help="Largest request body in bytes (then 413).")] = 8 << 20,
+    drain_timeout: Annotated[float, typer.Option(help="Seconds to finish in-flight work on SIGTERM.")] = 10.0,
+) -> None:
+    """Serve every request from the incumbent; mirror a copy to the candidate (and baseline).
+
+    Example: shadowline proxy http --listen 127.0.0.1:8000 --incumbent http://127.0.0.1:8001
+    --candidate http://127.0.0.1:8002 --run-dir runs/shadow-1
+    """
+    from harness.procs import ready_line
+    from harness.rundir import new_run_dir, write_run_info
+    from proxies.http_proxy import ProxySettings
+    from proxies.serve import serve_proxy
+
+    if not 0.0 <= sample <= 1.0:
+        raise UsageError(f"--sample must be within [0, 1], got {sample}")
+    if max_inflight < 0:
+        raise UsageError(f"--max-inflight must be >= 0, got {max_inflight}")
+    settings = ProxySettings(
+        incumbent=incumbent,
+        candidate=candidate,
+        baseline=baseline,
+        sample=sample,
+        seed=seed,
+        incumbent_timeout=incumbent_timeout,
+        shadow_timeout=shadow_timeout,
+        max_inflight=max_inflight,
+        max_body=max_body,
+    )
+    from proxies.upstream import Upstream
+
+    for name, url in (("--incumbent", incumbent), ("--candidate", candidate), ("--baseline", baseline)):
+        if url is not None:
+            try:
+                Upstream(url)
+            except ValueError as exc:
+                raise UsageError(f"{name}: {exc}") from None
+    host, port = _host_port(listen, "--listen")
+    metrics = _host_port(metrics_listen, "--metrics-listen") if metrics_listen else None
+    if run_dir is None:
+        run_dir = new_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_run_info(run_dir, command=sys.argv, seed=seed, extra={"proxy": "http", "settings": vars(settings)})
+    serve_proxy(
+        settings,
+        listen=(host, port),
+        run_dir=run_dir,
+        metrics_listen=metrics,
+        client_timeout=client_timeout,
+        drain_timeout=drain_timeout,
+        on_ready=lambda p: ready_line("proxy", host, p),
+    )
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="Seconds of load.")] = 10.0,
+    rate: Annotated[float, typer.Option(help="Requests per second.")] = 100.0,
+    variant: Annotated[Variant, typer.Option(help="Candidate variant: identical, subtle or broken.")] = Variant.subtle,
+    seed: Annotated[int, typer.Option(help="Seed of the load and sampling.")] = 7,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Run directory. Default: runs/<run-id>.")] = None,
+) -> None:
+    """Start demo incumbent and candidate, the proxy and a Locust load; summarise the capture.
+
+    Example: shadowline demo --duration 20 --rate 200 --variant broken
+    """
+    from harness.demo import run_demo
+
+    if duration <= 0 or rate <= 0:
+        raise UsageError("--duration and --rate must be positive")
+    run_demo(duration=duration, rate=rate, variant=variant.value, seed=seed, run_dir=run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: maps failures to the documented exit codes."""
+    from harness.capture import CaptureError
+    from harness.procs import ChildFailed
+
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        code = app(args=argv, standalone_mode=False)  # click returns Exit codes in this mode
+    except (UsageError, CaptureError) as exc:
+        if debug:
+            raise
+        typer.echo(f"shadowline: error: {exc}", err=True)
+        return EXIT_USAGE
+    except (RunFailed, ChildFailed, OSError) as exc:
+        if debug:
+            raise
+        typer.echo(f"shadowline: run failed: {exc}", err=True)
+        return EXIT_RUN_FAILED
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("shadowline: aborted", err=True)
+        return EXIT_RUN_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return EXIT_USAGE
+        if debug:
+            raise
+        typer.echo(f"shadowline: run failed: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        return EXIT_RUN_FAILED
+    return code if isinstance(code, int) else EXIT_GO
+
+
+if __name__ == "__main__":
+    sys.exit(main())
