@@ -238,12 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except typer.exceptions.TyperException as exc:  # usage errors of Typer's (vendored) click
+        if hasattr(exc, "show"):
             exc.show()
-            return EXIT_USAGE
+        else:
+            typer.echo(f"shadowline: error: {exc.format_message()}", err=True)
+        return EXIT_USAGE
+    except Exception as exc:
         if debug:
             raise
         typer.echo(f"shadowline: run failed: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)

@@ -50,7 +50,10 @@ class _Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         self.closing = True
         self.queue.clear()
-        # An app call in progress goes on: the proxy still records its exchange.
+        # By default an app call in progress goes on (the proxy still records its exchange);
+        # a server whose calls may hang on purpose (the demo) frees them instead.
+        if self.task is not None and self.server.cancel_on_disconnect:
+            self.task.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -150,12 +153,14 @@ class HTTPServer:
         max_header_bytes: int = 64 << 10,
         client_timeout: float = 10.0,
         idle_timeout: float = 75.0,
+        cancel_on_disconnect: bool = False,
     ):
         self.app = app
         self.max_body = max_body
         self.max_header_bytes = max_header_bytes
         self.client_timeout = client_timeout
         self.idle_timeout = idle_timeout
+        self.cancel_on_disconnect = cancel_on_disconnect
         self.connections: set[_Connection] = set()
         self.active = 0  # app calls in progress
         self.draining = False

@@ -71,7 +71,7 @@ def serve_demo(knobs, *, listen: tuple[str, int], on_ready=None) -> None:
     """Run a demo model server (Open Inference Protocol v2 REST) until a signal."""
     from proxies.demo_server import DemoApp
 
-    server = HTTPServer(DemoApp(knobs))
+    server = HTTPServer(DemoApp(knobs), cancel_on_disconnect=True)  # free hung calls
 
     async def start() -> None:
         await server.start(*listen)
