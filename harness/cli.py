@@ -217,11 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: maps failures to the documented exit codes."""
     from harness.capture import CaptureError
     from harness.procs import ChildFailed
+    from harness.rundir import RunDirError
 
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         code = app(args=argv, standalone_mode=False)  # click returns Exit codes in this mode
-    except (UsageError, CaptureError) as exc:
+    except (UsageError, CaptureError, RunDirError) as exc:
         if debug:
             raise
         typer.echo(f"shadowline: error: {exc}", err=True)

@@ -42,6 +42,8 @@ def serve_proxy(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     capture = CaptureWriter(run_dir / "capture.db")
+    capture.set_meta("seed", settings.seed)  # the sampling draws replay from it
+    capture.set_meta("proxy_settings", vars(settings))
     proxy = ShadowProxy(settings, sink=capture.write)
     server = HTTPServer(proxy, max_body=settings.max_body, client_timeout=client_timeout)
     server.on_bad_request = lambda exc: proxy.metrics.bad_requests.inc()
