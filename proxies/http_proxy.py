@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
+import itertools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,6 +60,17 @@ class _PendingExchange:
             self.sink(self.exchange)
 
 
+class RequestIds:
+    """Unique 32-hex-digit ids without a syscall each: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count()
+
+    def next(self) -> bytes:
+        return f"{self._prefix}{next(self._counter):016x}".encode()
+
+
 def origin_form(target: bytes) -> bytes | None:
     """The path and query of a request target; None when it names no path we can forward.
 
@@ -90,22 +102,23 @@ class ShadowProxy:
         self.shadows = [(arm, upstream(url)) for arm, url in ((CANDIDATE, settings.candidate), (BASELINE, settings.baseline)) if url]
         self.arms = (INCUMBENT, *(arm for arm, _ in self.shadows))
         self.metrics = metrics or ProxyMetrics(self.arms)
-        self.metrics.inflight.set_function(lambda: self.inflight)
+        self.metrics.inflight = lambda: self.inflight
         self.sampler = Sampler(settings.sample, settings.seed)
+        self.request_ids = RequestIds()
         self.inflight = 0
         self._tasks: set[asyncio.Task] = set()
 
     async def __call__(self, req: Request) -> Response:
         started_at = time.time()
-        self.metrics.requests.inc()
+        self.metrics.requests += 1
         target = origin_form(req.target)
         if target is None:
-            self.metrics.bad_requests.inc()
+            self.metrics.bad_requests += 1
             return Response(400, _JSON, b'{"error": "request target must be a path"}')
         headers = [(k, v) for k, v in end_to_end(req.headers) if k != b"host"]
         request_id = req.header(b"x-request-id")
         if request_id is None:
-            request_id = uuid.uuid4().hex.encode()
+            request_id = self.request_ids.next()
             headers.append((b"x-request-id", request_id))
         head = req.method == b"HEAD"
         exchange = Exchange(request_id.decode("latin-1"), started_at, req.method.decode(), target.decode("latin-1"), req.body)
@@ -119,7 +132,7 @@ class ShadowProxy:
             shadow_headers = headers + [(b"x-shadow-request", b"1")]
             for arm, upstream in self.shadows:
                 if self.inflight >= self.settings.max_inflight:
-                    self.metrics.shed(arm)
+                    self.metrics.shed[arm] += 1
                     pending.done(arm, ArmOutcome(error=SHED))
                     continue
                 self.inflight += 1
@@ -129,7 +142,7 @@ class ShadowProxy:
                 task.add_done_callback(self._tasks.discard)
 
         # The incumbent's bytes go out first: the mirror tasks only start at this await.
-        self.metrics.sent(INCUMBENT)
+        self.metrics.sent[INCUMBENT] += 1
         sent = time.perf_counter()
         try:
             response, latency = await incumbent_call
@@ -157,7 +170,7 @@ class ShadowProxy:
         return encode_request(req.method, target, [(b"host", upstream.host_header), *headers], req.body)
 
     async def _mirror(self, arm: str, upstream: Upstream, data: bytes, head: bool, pending: _PendingExchange) -> None:
-        self.metrics.sent(arm)
+        self.metrics.sent[arm] += 1
         sent = time.perf_counter()
         try:
             response, latency = await upstream.request(data, head=head, timeout=self.settings.shadow_timeout)

@@ -61,7 +61,7 @@ class _Connection(asyncio.Protocol):
         try:
             requests = self.reader.feed(data)
         except ProtocolError as exc:
-            self.server.on_bad_request(exc)
+            self.server.bad_requests += 1
             self._fail(exc.status, str(exc))
             return
         if not self.reader.in_message:
@@ -136,7 +136,7 @@ class _Connection(asyncio.Protocol):
             return
         if self.message_started:
             if now - self.message_started > self.server.client_timeout:
-                self.server.on_slow_client()
+                self.server.slow_clients += 1
                 self._fail(408, f"request not received within {self.server.client_timeout:g} s")
         elif self.task is None and not self.queue and now - self.last_active > self.server.idle_timeout:
             self.transport.close()
@@ -169,12 +169,6 @@ class HTTPServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task | None = None
-
-    def on_bad_request(self, exc: ProtocolError) -> None:
-        self.bad_requests += 1
-
-    def on_slow_client(self) -> None:
-        self.slow_clients += 1
 
     @property
     def port(self) -> int:

@@ -46,7 +46,7 @@ def serve_proxy(
     capture.set_meta("proxy_settings", vars(settings))
     proxy = ShadowProxy(settings, sink=capture.write)
     server = HTTPServer(proxy, max_body=settings.max_body, client_timeout=client_timeout)
-    server.on_bad_request = lambda exc: proxy.metrics.bad_requests.inc()
+    proxy.metrics.server = server  # its refusals (400, 413, 408...) are counted there
 
     async def start() -> None:
         await server.start(*listen)

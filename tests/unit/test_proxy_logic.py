@@ -58,3 +58,34 @@ def test_split_host_port(value, expected):
 def test_split_host_port_names_the_option(value):
     with pytest.raises(ValueError, match="--listen"):
         split_host_port(value, what="--listen")
+
+
+def test_request_ids_are_unique_across_calls_and_instances():
+    from proxies.http_proxy import RequestIds
+
+    a, b = RequestIds(), RequestIds()
+    ids = [a.next() for _ in range(1000)] + [b.next() for _ in range(1000)]
+    assert len(set(ids)) == 2000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_metrics_render_counts_and_histograms():
+    from prometheus_client import generate_latest
+
+    from proxies.metrics import ProxyMetrics
+
+    metrics = ProxyMetrics((INCUMBENT, CANDIDATE))
+    metrics.requests += 3
+    metrics.sent[CANDIDATE] += 2
+    metrics.outcome(INCUMBENT, ArmOutcome(200, 0.003, b""))
+    metrics.outcome(INCUMBENT, ArmOutcome(503, 0.5, b""))
+    metrics.outcome(CANDIDATE, ArmOutcome(error="timeout", latency_s=5.0))
+    text = generate_latest(metrics.registry).decode()
+    assert "shadowline_requests_total 3.0" in text
+    assert 'shadowline_arm_requests_total{arm="candidate"} 2.0' in text
+    assert 'shadowline_arm_errors_total{arm="candidate",kind="timeout"} 1.0' in text
+    assert 'shadowline_arm_responses_total{arm="incumbent",class="5xx"} 1.0' in text
+    assert 'shadowline_arm_latency_seconds_bucket{arm="incumbent",le="0.004"} 1.0' in text
+    assert 'shadowline_arm_latency_seconds_bucket{arm="incumbent",le="+Inf"} 2.0' in text
+    assert 'shadowline_arm_latency_seconds_count{arm="incumbent"} 2.0' in text
+    assert 'shadowline_arm_latency_seconds_sum{arm="incumbent"} 0.503' in text
