@@ -9,6 +9,7 @@ framing is hop-by-hop (RFC 9112 section 6).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -125,7 +126,7 @@ def encode_response(
 
 def simple_response(status: int, message: str, *, keep_alive: bool = True) -> bytes:
     """A short JSON error body, the shape the Open Inference Protocol uses: {"error": ...}."""
-    body = b'{"error": "' + message.replace("\\", "\\\\").replace('"', '\\"').encode() + b'"}'
+    body = json.dumps({"error": message}).encode()
     return encode_response(status, [(b"content-type", b"application/json")], body, keep_alive=keep_alive)
 
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import itertools
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -149,7 +150,7 @@ class ShadowProxy:
         except UpstreamError as exc:
             outcome = ArmOutcome(latency_s=time.perf_counter() - sent, error=exc.kind)
             status = 504 if exc.kind == TIMEOUT else 502
-            body = b'{"error": "incumbent: ' + str(exc).replace('"', "'").encode() + b'"}'
+            body = json.dumps({"error": f"incumbent: {exc}"}).encode()
             client_response = Response(status, _JSON, body)
         else:
             outcome = ArmOutcome(response.status, latency, response.body)
