@@ -447,6 +447,13 @@ class CaptureReader:
             yield Exchange(request_id=row[0], started_at=row[1], method=row[2], route=row[3],
                            request_body=row[n_small], arms=arms)
 
+    def paired_bodies_since(self, seq: int, arm: str) -> list[tuple[int, bytes | None, bytes | None]]:
+        """(seq, incumbent body, `arm` body) of the rows after `seq`: for live views of a run."""
+        (arm,) = _check_arms([arm])
+        return self._conn.execute(
+            f"SELECT seq, incumbent_body, {arm}_body FROM exchanges WHERE seq > ? ORDER BY seq", (seq,)
+        ).fetchall()
+
     def summary(self) -> dict[str, dict]:
         """Per arm: present, ok (a response with a status and no error), errors by kind,
         status counts. Computed in SQL, so cheap on large captures."""

@@ -195,22 +195,71 @@ def proxy_http(
 
 
 @app.command()
+def analyze(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory holding capture.db.")],
+    codec: Annotated[Optional[str], typer.Option(help="v2, v1 or generic. Default: the run's recorded codec, else detected.")] = None,
+    select: Annotated[
+        Optional[str], typer.Option(help="Generic codec selectors, e.g. 'label=predictions[*].label,score=predictions[*].p'.")
+    ] = None,
+    policy: Annotated[Optional[Path], typer.Option(help="YAML policy file: checks: {name: {param: value}}.")] = None,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override a check parameter: CHECK.PARAM=VALUE (repeatable).")
+    ] = None,
+) -> None:
+    """Judge a captured run and write report.json, report.md, report.html and junit.xml into it.
+
+    Exit code: 0 GO, 1 NO-GO, 3 INCONCLUSIVE (2 bad input, 4 failure).
+    Example: shadowline analyze runs/20261127-101500-ab12cd --set label_agreement.margin=0.02
+    """
+    from harness.judge import JudgeInputError, judge, load_policy
+
+    try:
+        config = load_policy(policy, set_ or [])
+    except JudgeInputError as exc:
+        raise UsageError(str(exc)) from None
+    options = {"select": select} if select else {}
+    if select and codec is None:
+        codec = "generic"
+    try:
+        judgement = judge(run_dir, codec=codec, codec_options=options, checks_config=config)
+    except JudgeInputError as exc:
+        raise UsageError(str(exc)) from None
+    print_verdict(judgement)
+    raise typer.Exit(judgement.exit_code)
+
+
+def print_verdict(judgement) -> None:
+    """The verdict, its reasons and where the reports are, for a terminal."""
+    from rich.console import Console
+
+    console = Console(soft_wrap=True)  # long paths stay on one line, for people and scripts
+    colour = {"GO": "green", "NO_GO": "red"}.get(judgement.verdict.decision, "yellow")
+    console.print(f"[bold {colour}]{judgement.verdict.decision.replace('_', '-')}[/]")
+    for reason in judgement.verdict.reasons:
+        console.print(f"  - {reason}", highlight=False)
+    console.print(f"report: {judgement.paths['html']}  (judged in {judgement.seconds:.2f} s)", highlight=False)
+
+
+@app.command()
 def demo(
-    duration: Annotated[float, typer.Option(help="Seconds of load.")] = 10.0,
-    rate: Annotated[float, typer.Option(help="Requests per second.")] = 100.0,
-    variant: Annotated[Variant, typer.Option(help="Candidate variant: identical, subtle or broken.")] = Variant.subtle,
+    duration: Annotated[float, typer.Option(help="Seconds of load.")] = 30.0,
+    rate: Annotated[float, typer.Option(help="Requests per second.")] = 200.0,
+    variant: Annotated[
+        Variant, typer.Option(help="Candidate: identical (GO), subtle (flips ~3% of labels: NO-GO) or broken (NO-GO).")
+    ] = Variant.subtle,
     seed: Annotated[int, typer.Option(help="Seed of the load and sampling.")] = 7,
     run_dir: Annotated[Optional[Path], typer.Option(help="Run directory. Default: runs/<run-id>.")] = None,
 ) -> None:
-    """Start demo incumbent and candidate, the proxy and a Locust load; summarise the capture.
+    """Demo incumbent and candidate, the shadow proxy and a Locust load, then the verdict and reports.
 
-    Example: shadowline demo --duration 20 --rate 200 --variant broken
+    Exit code: the verdict's (0 GO, 1 NO-GO, 3 INCONCLUSIVE). A few seconds of load are
+    INCONCLUSIVE: too little evidence. Example: shadowline demo --duration 20 --variant identical
     """
     from harness.demo import run_demo
 
     if duration <= 0 or rate <= 0:
         raise UsageError("--duration and --rate must be positive")
-    run_demo(duration=duration, rate=rate, variant=variant.value, seed=seed, run_dir=run_dir)
+    raise typer.Exit(run_demo(duration=duration, rate=rate, variant=variant.value, seed=seed, run_dir=run_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,141 @@
+"""Judge a run directory: capture -> evidence -> checks -> verdict -> reports (a composition root).
+
+`analyze` and `demo` both come through here, so a capture is judged the same way however it
+was made. The codec used (named or detected) is recorded in the run directory, so a second
+`analyze` of the same run decodes it the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from harness.capture import CaptureError, CaptureReader
+from harness.verdict import GO, NO_GO, Verdict
+
+CODEC_FILE = "codec.json"
+EXIT_CODES = {GO: 0, NO_GO: 1, "INCONCLUSIVE": 3}
+
+
+class JudgeInputError(ValueError):
+    """Bad input to the judge (policy file, overrides, codec spec): exit code 2."""
+
+
+@dataclass
+class Judgement:
+    verdict: Verdict
+    report: dict
+    paths: dict[str, Path]
+    seconds: float
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict.decision]
+
+
+def load_policy(path: Path | None, overrides: list[str]) -> dict[str, dict]:
+    """Check parameters from a policy file ({checks: {name: {param: value}}}) and `name.param=value` flags."""
+    config: dict[str, dict] = {}
+    if path is not None:
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise JudgeInputError(f"policy file {path}: {exc}") from None
+        checks = (doc or {}).get("checks") if isinstance(doc, dict) else None
+        if not isinstance(checks, dict):
+            raise JudgeInputError(f"policy file {path}: expected a mapping 'checks: {{name: {{param: value}}}}'")
+        for name, params in checks.items():
+            if params is not None and not isinstance(params, dict):
+                raise JudgeInputError(f"policy file {path}: checks.{name} must be a mapping of parameters")
+            config[name] = dict(params or {})
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        name, dot, param = key.partition(".")
+        if not sep or not dot or not name or not param:
+            raise JudgeInputError(f"--set {item!r}: expected CHECK.PARAM=VALUE, e.g. label_agreement.margin=0.02")
+        config.setdefault(name, {})[param] = yaml.safe_load(raw)
+    return config
+
+
+def _codec(run_dir: Path, name: str | None, options: dict):
+    """The codec named on the command line, else the one recorded for this run, else None (detect)."""
+    from harness.codecs import get_codec
+
+    recorded = run_dir / CODEC_FILE
+    if name is None and recorded.exists():
+        try:
+            saved = json.loads(recorded.read_text())
+            name, options = saved["name"], saved.get("options", {})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise JudgeInputError(f"{recorded}: not a codec record ({exc})") from None
+    if name is None:
+        return None
+    try:
+        return get_codec(name, **options)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise JudgeInputError(f"--codec {name}: {exc}") from None
+
+
+def _run_info(run_dir: Path, evidence) -> dict:
+    from harness.rundir import RunDirError, read_run_info
+
+    try:
+        info = read_run_info(run_dir)
+    except RunDirError:
+        info = {}  # a capture copied without its run.json can still be judged
+    started = evidence.started_at
+    duration = float(started.max() - started.min()) if len(started) else 0.0
+    return {
+        "id": info.get("run_id", run_dir.name),
+        "seed": info.get("seed"),
+        "start": info.get("started_at"),
+        "duration_s": round(duration, 3),
+        "versions": info.get("versions", {}),
+        "command": info.get("argv"),
+    }
+
+
+def judge(
+    run_dir: Path,
+    *,
+    codec: str | None = None,
+    codec_options: dict | None = None,
+    checks_config: dict[str, dict] | None = None,
+    arm: str = "candidate",
+) -> Judgement:
+    """Judge `run_dir/capture.db` and write report.json, report.md, report.html and junit.xml."""
+    from harness.checks import checks_from_config, default_checks
+    from harness.codecs import DecodeError
+    from harness.pairing import build_evidence
+    from harness.policy import decide
+    from reports import build_report, write_reports
+
+    began = time.perf_counter()
+    capture_path = run_dir / "capture.db"
+    if not run_dir.is_dir():
+        raise CaptureError(f"{run_dir}: no such run directory")
+    chosen = _codec(run_dir, codec, codec_options or {})
+    try:
+        checks = checks_from_config(checks_config) if checks_config else default_checks()
+    except ValueError as exc:
+        raise JudgeInputError(str(exc)) from None
+    with CaptureReader(capture_path) as reader:
+        if reader.count() == 0:
+            raise CaptureError(f"{capture_path}: the capture holds no exchanges; nothing to judge")
+        try:
+            evidence = build_evidence(reader, chosen)
+        except DecodeError as exc:  # no codec fits this traffic: the user must name one
+            raise JudgeInputError(f"{capture_path}: {exc}") from None
+        counts = reader.summary()
+    if codec is not None or not (run_dir / CODEC_FILE).exists():
+        record = {"name": evidence.codec, "options": codec_options or {}, "detected": codec is None}
+        (run_dir / CODEC_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    results = [check.evaluate(evidence, arm) for check in checks]
+    verdict = decide(results)
+    report = build_report(verdict, evidence, run=_run_info(run_dir, evidence), counts=counts, faults=[])
+    paths = write_reports(run_dir, report, evidence)
+    return Judgement(verdict, report, paths, time.perf_counter() - began)

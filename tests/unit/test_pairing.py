@@ -1,0 +1,203 @@
+"""build_evidence on real capture files written with CaptureWriter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from harness.capture import CaptureReader, CaptureWriter
+from harness.codecs import DecodeError, get_codec
+from harness.demo_model import DemoModel, synthetic_rows
+from harness.pairing import build_evidence
+from harness.records import ArmOutcome, Exchange
+from proxies.demo_server import DemoApp, DemoKnobs, infer_request_body
+from proxies.http1 import Request
+
+ROWS = synthetic_rows(40, 3)
+INCUMBENT = DemoApp(DemoKnobs(role="incumbent"))
+CANDIDATE = DemoApp(DemoKnobs(role="candidate", variant="broken"))  # ~40% flips: pairs must line up
+
+
+def answer(app: DemoApp, rows: np.ndarray) -> bytes:
+    response = asyncio.run(app(Request(b"POST", b"/v2/models/demo/infer", body=infer_request_body(rows))))
+    assert response.status == 200
+    return response.body
+
+
+def ok(body: bytes, latency: float = 0.01) -> ArmOutcome:
+    return ArmOutcome(status=200, latency_s=latency, body=body)
+
+
+def write(path, exchanges: list[dict]) -> None:
+    with CaptureWriter(path) as writer:
+        for i, arms in enumerate(exchanges):
+            writer.write(Exchange(f"r{i}", 1000.0 + i, "POST", "/v2/models/demo/infer", b"{}", arms))
+
+
+def evidence_of(tmp_path, exchanges: list[dict], codec="v2", **kwargs):
+    path = tmp_path / "capture.db"
+    write(path, exchanges)
+    with CaptureReader(path) as reader:
+        return build_evidence(reader, get_codec(codec) if isinstance(codec, str) else codec, **kwargs), reader.columns()
+
+
+def v1(predictions: list) -> bytes:
+    return json.dumps({"predictions": predictions}).encode()
+
+
+@pytest.fixture(scope="module")
+def demo_exchanges():
+    """Every outcome an arm can have, with demo-server bodies; expected pairs in the docstrings."""
+    one, three, single = ROWS[0:1], ROWS[1:4], ROWS[4:5]
+    return [
+        {"incumbent": ok(answer(INCUMBENT, one)), "candidate": ok(answer(CANDIDATE, one))},  # 0: 1 pair
+        {"incumbent": ok(answer(INCUMBENT, three)), "candidate": ok(answer(CANDIDATE, three))},  # 1: 3 pairs
+        {"incumbent": ok(answer(INCUMBENT, one))},  # 2: not mirrored
+        {"incumbent": ok(answer(INCUMBENT, one)), "candidate": ArmOutcome(error="shed")},  # 3
+        {"incumbent": ok(answer(INCUMBENT, one)), "candidate": ArmOutcome(500, 0.01, b'{"error":"injected"}')},  # 4
+        {"incumbent": ok(answer(INCUMBENT, one)), "candidate": ArmOutcome(error="timeout", latency_s=1.0)},  # 5
+        {"incumbent": ok(answer(INCUMBENT, one)), "candidate": ok(answer(CANDIDATE, one)[:40])},  # 6: truncated 200
+        {"incumbent": ok(answer(INCUMBENT, three)), "candidate": ok(answer(CANDIDATE, one))},  # 7: 3 rows vs 1
+        {"incumbent": ArmOutcome(500, 0.01, b'{"error":"x"}'), "candidate": ok(answer(CANDIDATE, one))},  # 8
+        {"incumbent": ok(answer(INCUMBENT, single)), "candidate": ok(answer(CANDIDATE, single))},  # 9: 1 pair
+        {"incumbent": ok(answer(INCUMBENT, one)), "candidate": ok(b'{"error":"oops"}')},  # 10: error body, 200
+        {"incumbent": ok(b""), "candidate": ok(b"")},  # 11: empty 200s on both
+        {"incumbent": ok(answer(INCUMBENT, one)), "candidate": ok(answer(CANDIDATE, one))},  # 12: repeats 0
+    ]
+
+
+def test_demo_capture_pairs_and_columns(tmp_path, demo_exchanges):
+    ev, cols = evidence_of(tmp_path, demo_exchanges)
+    assert ev.n_exchanges == 13 and ev.codec == "v2" and ev.task == "classification"
+    assert set(ev.arms) == {"incumbent", "candidate"} and set(ev.pairs) == {"candidate"}
+    np.testing.assert_array_equal(ev.started_at, cols["started_at"])
+
+    cand = ev.arms["candidate"]
+    np.testing.assert_array_equal(cand.status, cols["candidate_status"])
+    np.testing.assert_array_equal(cand.latency_s, cols["candidate_latency_s"], strict=True)
+    assert cand.present.tolist() == [True, True, False] + [True] * 10
+    assert cand.decoded.tolist() == [True, True, False, False, False, False, False, True, True, True, False, False, True]
+    assert list(cand.error) == [None, None, None, "shed", None, "timeout", "protocol", None, None, None,
+                                "protocol", "protocol", None]
+    inc = ev.arms["incumbent"]
+    assert inc.decoded.tolist() == [True] * 8 + [False, True, True, False, True]
+    assert inc.error[11] == "protocol" and inc.error[8] is None  # a 500 is a status, not a protocol error
+    assert cols["candidate_error"][6] is None  # the capture itself is not rewritten
+
+    pairs = ev.pairs["candidate"]
+    assert pairs.exchange.tolist() == [0, 1, 1, 1, 9, 12]
+    rows = np.concatenate([ROWS[0:1], ROWS[1:4], ROWS[4:5], ROWS[0:1]]).astype(np.float64)
+    labels_i, probs_i = DemoModel("incumbent", "subtle").predict(rows)
+    labels_c, probs_c = DemoModel("candidate", "broken").predict(rows)
+    assert pairs.label_incumbent.tolist() == labels_i.tolist()
+    assert pairs.label_other.tolist() == labels_c.tolist()
+    assert (pairs.label_incumbent != pairs.label_other).any()  # the broken candidate flips some
+    np.testing.assert_allclose(pairs.score_incumbent, probs_i[:, 1], rtol=1e-6)  # binary: P(class 1)
+    np.testing.assert_allclose(pairs.score_other, probs_c[:, 1], rtol=1e-6)
+
+    notes = "\n".join(ev.notes)
+    assert "baseline: not in this capture" in notes
+    assert "candidate: 3 2xx responses not decodable as v2 (counted as protocol errors)" in notes
+    assert "error body: 'oops'" in notes and "empty body" in notes
+    assert "incumbent: 1 2xx responses not decodable" in notes
+    assert "candidate: 1 exchanges where candidate and incumbent returned different numbers of rows" in notes
+
+
+def test_detected_codec_gives_the_same_evidence(tmp_path, demo_exchanges):
+    named, _ = evidence_of(tmp_path, demo_exchanges)
+    (tmp_path / "capture.db").unlink()
+    detected, _ = evidence_of(tmp_path, demo_exchanges, codec=None)
+    assert detected.codec == "v2"
+    assert any(n.startswith("codec detected from the incumbent's responses: v2") for n in detected.notes)
+    for field in ("exchange", "label_incumbent", "label_other", "score_incumbent", "score_other"):
+        np.testing.assert_array_equal(getattr(detected.pairs["candidate"], field), getattr(named.pairs["candidate"], field))
+
+
+def test_baseline_pairs(tmp_path):
+    a, b = ROWS[0:2], ROWS[2:3]
+    exchanges = [
+        {"incumbent": ok(answer(INCUMBENT, a)), "candidate": ok(answer(CANDIDATE, a)), "baseline": ok(answer(INCUMBENT, a))},
+        {"incumbent": ok(answer(INCUMBENT, b)), "candidate": ok(answer(CANDIDATE, b))},
+        {"incumbent": ok(answer(INCUMBENT, b)), "baseline": ArmOutcome(error="connect")},
+    ]
+    ev, _ = evidence_of(tmp_path, exchanges)
+    assert set(ev.pairs) == {"candidate", "baseline"}
+    assert ev.pairs["candidate"].exchange.tolist() == [0, 0, 1]
+    base = ev.pairs["baseline"]
+    assert base.exchange.tolist() == [0, 0]
+    np.testing.assert_array_equal(base.label_incumbent, base.label_other)  # same model: the noise floor
+    np.testing.assert_array_equal(base.score_incumbent, base.score_other)
+    assert ev.arms["baseline"].error.tolist() == [None, None, "connect"]
+    with CaptureReader(tmp_path / "capture.db") as reader:
+        only_candidate = build_evidence(reader, get_codec("v2"), arms=("candidate",))
+    assert set(only_candidate.arms) == {"incumbent", "candidate"}
+
+
+def test_multiclass_scores_use_the_incumbents_label(tmp_path):
+    exchanges = [
+        {"incumbent": ok(v1([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])), "candidate": ok(v1([[0.1, 0.3, 0.6], [0.2, 0.1, 0.7]]))},
+        {"incumbent": ok(v1([{"label": 1, "probabilities": [0.5, 0.3, 0.2]}])),  # label given, not argmax
+         "candidate": ok(v1([{"label": 1, "probabilities": [0.2, 0.6, 0.2]}]))},
+    ]
+    ev, _ = evidence_of(tmp_path, exchanges, codec="v1")
+    pairs = ev.pairs["candidate"]
+    assert ev.task == "classification"
+    assert pairs.label_incumbent.tolist() == [0, 2, 1] and pairs.label_other.tolist() == [2, 2, 1]
+    assert pairs.score_incumbent.tolist() == [0.7, 0.8, 0.3]
+    assert pairs.score_other.tolist() == [0.1, 0.7, 0.6]  # P(incumbent's label) under the candidate
+
+
+def test_regression_and_label_only_outputs(tmp_path):
+    regression, _ = evidence_of(tmp_path, [
+        {"incumbent": ok(v1([1.5, 2.5])), "candidate": ok(v1([1.25, 3.0]))},
+        {"incumbent": ok(v1([[4.0]])), "candidate": ok(v1([[4.5]]))},
+    ], codec="v1")
+    assert regression.task == "regression"
+    pairs = regression.pairs["candidate"]
+    assert pairs.score_incumbent.tolist() == [1.5, 2.5, 4.0] and pairs.score_other.tolist() == [1.25, 3.0, 4.5]
+    assert pairs.label_incumbent.tolist() == [-1, -1, -1] and pairs.label_other.tolist() == [-1, -1, -1]
+
+    (tmp_path / "capture.db").unlink()
+    labels_only, _ = evidence_of(tmp_path, [{"incumbent": ok(v1([1, 0, 2])), "candidate": ok(v1([1, 1, 2]))}],
+                                 codec="v1")
+    pairs = labels_only.pairs["candidate"]
+    assert labels_only.task == "classification"
+    assert pairs.label_other.tolist() == [1, 1, 2] and np.isnan(pairs.score_incumbent).all()
+
+
+def test_repeated_bodies_map_back_to_their_exchanges(tmp_path):
+    bodies = [v1([i % 3]) for i in range(30)]  # three distinct bodies, repeated
+    exchanges = [{"incumbent": ok(bodies[i]), "candidate": ok(bodies[(i + 1) % 30])} for i in range(30)]
+    ev, _ = evidence_of(tmp_path, exchanges, codec="v1")
+    pairs = ev.pairs["candidate"]
+    assert pairs.exchange.tolist() == list(range(30))
+    assert pairs.label_incumbent.tolist() == [i % 3 for i in range(30)]
+    assert pairs.label_other.tolist() == [(i + 1) % 3 for i in range(30)]
+
+
+def test_no_successful_answers(tmp_path):
+    ev, _ = evidence_of(tmp_path, [
+        {"incumbent": ArmOutcome(503, 0.1, b"overloaded"), "candidate": ArmOutcome(error="reset", latency_s=0.2)},
+        {"incumbent": ArmOutcome(error="timeout", latency_s=1.0), "candidate": ArmOutcome(error="shed")},
+    ], codec=None)
+    assert ev.codec == "" and ev.pairs["candidate"].n == 0
+    assert not ev.arms["incumbent"].decoded.any()
+    assert any("nothing to decode" in n for n in ev.notes)
+
+
+def test_empty_capture(tmp_path):
+    ev, _ = evidence_of(tmp_path, [], codec=None)
+    assert ev.n_exchanges == 0 and set(ev.arms) == {"incumbent"} and ev.pairs == {}
+    assert ev.arms["incumbent"].decoded.dtype == bool
+
+
+def test_unrecognisable_traffic_needs_a_codec(tmp_path):
+    exchanges = [{"incumbent": ok(b'{"result": {"cls": 1}}'), "candidate": ok(b'{"result": {"cls": 0}}')}]
+    with pytest.raises(DecodeError, match="--codec generic --select"):
+        evidence_of(tmp_path, exchanges, codec=None)
+    (tmp_path / "capture.db").unlink()
+    ev, _ = evidence_of(tmp_path, exchanges, codec=get_codec("generic", select="label=result.cls"))
+    assert ev.codec == "generic" and ev.pairs["candidate"].label_other.tolist() == [0]
