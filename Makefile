@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/analyze_bench.py
 
 clean:
 	rm -rf $(VENV) runs benchmarks/out

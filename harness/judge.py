@@ -37,8 +37,11 @@ class Judgement:
         return EXIT_CODES[self.verdict.decision]
 
 
-def load_policy(path: Path | None, overrides: list[str]) -> dict[str, dict]:
-    """Check parameters from a policy file ({checks: {name: {param: value}}}) and `name.param=value` flags."""
+def load_policy(path: Path | None, overrides: list[str]) -> dict:
+    """Check parameters from a policy file and `CHECK.PARAM=VALUE` flags (flags win).
+
+    The file: `checks: {name: {param: value}}`; `name: false` leaves a default check out.
+    """
     config: dict[str, dict] = {}
     if path is not None:
         try:
@@ -48,16 +51,14 @@ def load_policy(path: Path | None, overrides: list[str]) -> dict[str, dict]:
         checks = (doc or {}).get("checks") if isinstance(doc, dict) else None
         if not isinstance(checks, dict):
             raise JudgeInputError(f"policy file {path}: expected a mapping 'checks: {{name: {{param: value}}}}'")
-        for name, params in checks.items():
-            if params is not None and not isinstance(params, dict):
-                raise JudgeInputError(f"policy file {path}: checks.{name} must be a mapping of parameters")
-            config[name] = dict(params or {})
+        config.update(checks)  # values are checked, with their names, by checks_from_config
     for item in overrides:
         key, sep, raw = item.partition("=")
         name, dot, param = key.partition(".")
         if not sep or not dot or not name or not param:
             raise JudgeInputError(f"--set {item!r}: expected CHECK.PARAM=VALUE, e.g. label_agreement.margin=0.02")
-        config.setdefault(name, {})[param] = yaml.safe_load(raw)
+        params = config.get(name)
+        config[name] = {**(params if isinstance(params, dict) else {}), param: yaml.safe_load(raw)}
     return config
 
 

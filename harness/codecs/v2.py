@@ -76,10 +76,14 @@ class _Plan:
 
 
 def _row_width(shape: Any) -> int | None:
-    """Values per row of a [n] or [n, k] shape; None for anything else (scalars, images)."""
-    if type(shape) is not list or not 1 <= len(shape) <= 2:
+    """Values per row of a [n] or [n, k] shape; None for anything else (images, ...).
+
+    A plan is cached by (name, datatype, shape[1:]), so it may depend on nothing else: a
+    scalar shape [] counts as [n] here and is rejected per body, when its rows are read.
+    """
+    if type(shape) is not list or len(shape) > 2:
         return None
-    return 1 if len(shape) == 1 else shape[1]
+    return shape[1] if len(shape) == 2 else 1
 
 
 def _describe(outputs: list) -> str:
@@ -169,7 +173,7 @@ class V2Codec(Codec):
             name, datatype, shape = o.get("name"), o.get("datatype"), o.get("shape")
             if type(name) is not str:
                 raise DecodeError(f"v2 output {i} has no string 'name'")
-            if type(shape) is not list or not shape or not all(type(d) is int and d >= 0 for d in shape[1:]):
+            if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape[1:]):
                 raise DecodeError(f"v2 output {name!r} has invalid shape {short(shape)}")
             by_name[name] = (i, datatype, shape)
             width = _row_width(shape)

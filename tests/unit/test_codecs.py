@@ -155,6 +155,15 @@ def test_v2_undecodable_bodies(body, message):
         V2Codec().decode_response(body)
 
 
+def test_v2_a_malformed_body_does_not_poison_later_ones():
+    # Layouts are cached by (name, datatype, shape[1:]); [] and [n] share that key.
+    scalar = v2_body(out("label", "INT64", [], [1]))
+    good = v2_body(out("label", "INT64", [1], [1]))
+    batch = V2Codec().decode_responses([scalar, good, scalar])
+    assert batch.decoded.tolist() == [False, True, False]
+    assert "invalid shape []" in batch.errors[0]
+
+
 def test_v2_null_and_nan_in_floats_are_predictions():
     p = V2Codec().decode_response(b'{"outputs":[{"name":"p","datatype":"FP32","shape":[2,2],'
                                   b'"data":[NaN,null,0.5,0.5]}]}')
