@@ -25,6 +25,12 @@ class ArmColumns:
     latency_s: np.ndarray  # float64: NaN when not sent
     error: np.ndarray  # object: None, or an error kind (timeout, reset, connect, shed, protocol, internal)
     decoded: np.ndarray  # bool: a response that the codec turned into predictions
+    # object: a tuple of the fault labels applied to this arm's copy (empty when none); None
+    # when the capture has no fault ledger at all
+    faults: np.ndarray | None = None
+    # bool: every output value of a decoded response is finite (False for NaN/Inf outputs and
+    # for responses that did not decode); None when not computed
+    finite: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
