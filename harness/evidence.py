@@ -11,7 +11,7 @@ Checks take an `Evidence` and read only what they need; nothing here does I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -60,3 +60,30 @@ class Evidence:
     @property
     def n_exchanges(self) -> int:
         return len(self.started_at)
+
+
+def _take(columns, keep: np.ndarray):
+    """A copy of a dataclass of equal-length arrays with only the `keep` entries (None stays None)."""
+    return replace(columns, **{f.name: getattr(columns, f.name)[keep] for f in fields(columns) if getattr(columns, f.name) is not None})
+
+
+def subset(evidence: Evidence, exchanges: np.ndarray) -> Evidence:
+    """The evidence of the selected exchanges only (a bool mask over exchanges), e.g. one phase.
+
+    Pairs follow their exchanges, re-indexed into the subset.
+    """
+    keep = np.asarray(exchanges, dtype=bool)
+    new_index = np.cumsum(keep) - 1  # old exchange index -> index in the subset
+    pairs = {}
+    for arm, p in evidence.pairs.items():
+        rows = keep[p.exchange]
+        taken = _take(p, rows)
+        pairs[arm] = Pairs(new_index[taken.exchange], taken.label_incumbent, taken.label_other, taken.score_incumbent, taken.score_other)
+    return Evidence(
+        started_at=evidence.started_at[keep],
+        arms={arm: _take(cols, keep) for arm, cols in evidence.arms.items()},
+        pairs=pairs,
+        task=evidence.task,
+        codec=evidence.codec,
+        notes=list(evidence.notes),
+    )
