@@ -8,6 +8,8 @@ failure becomes an `UpstreamError` whose `kind` is one of the capture's error ki
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from collections import deque
 from urllib.parse import urlsplit
@@ -37,10 +39,22 @@ class _UpstreamConnection(asyncio.Protocol):
         self.transport = transport
 
     def send(self, data: bytes, head: bool) -> asyncio.Future:
+        waiter = self.expect(head)
+        self.transport.write(data)
+        return waiter
+
+    def expect(self, head: bool) -> asyncio.Future:
+        """Get ready for a response; the caller writes the request."""
         self.reader.expect(head)
         self.waiter = self.pool.loop.create_future()
-        self.transport.write(data)
         return self.waiter
+
+    def reset(self) -> None:
+        """Close with a TCP RST (linger 0), as a crashed or killed peer would."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.abort()
 
     def data_received(self, data: bytes) -> None:
         waiter = self.waiter
@@ -158,6 +172,51 @@ class Upstream:
             if conn.reader.keep_alive and not conn.closed:
                 self._release(conn)
             return response, latency
+
+    async def request_faulty(
+        self,
+        data: bytes,
+        *,
+        head: bool,
+        timeout: float,
+        pace_bps: float | None = None,
+        cut_at: int | None = None,
+        reset: bool = False,
+    ) -> tuple[Response, float]:
+        """Deliver a request badly, as a transport fault says, on a connection of its own.
+
+        `pace_bps` trickles the bytes at that rate; `cut_at` sends only that many bytes then
+        half-closes (the upstream sees its peer stop mid-request); `reset` sends everything
+        and then resets the connection before any answer. The connection is never pooled.
+        """
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                conn = await self._connect()
+                waiter = conn.expect(head)
+                try:
+                    payload = data if cut_at is None else data[:cut_at]
+                    if pace_bps:
+                        step = max(1, int(pace_bps / 20))  # 20 writes a second
+                        for i in range(0, len(payload), step):
+                            conn.transport.write(payload[i : i + step])
+                            await asyncio.sleep(step / pace_bps)
+                    else:
+                        conn.transport.write(payload)
+                    if reset:
+                        conn.waiter = None  # nobody will await this answer
+                        conn.reset()
+                        raise UpstreamError(RESET, "connection reset by a fault after sending the request")
+                    if cut_at is not None and conn.transport.can_write_eof():
+                        conn.transport.write_eof()
+                    response = await waiter
+                finally:
+                    conn.abort()
+        except TimeoutError:
+            raise UpstreamError(TIMEOUT, f"no answer from {self.url} within {timeout:g} s") from None
+        return response, time.perf_counter() - started
 
     def _release(self, conn: _UpstreamConnection) -> None:
         if len(self._idle) < self.max_idle:
