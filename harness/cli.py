@@ -25,7 +25,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-proxy_app = typer.Typer(help="Run a shadow proxy in front of an incumbent model.", no_args_is_help=True)
+proxy_app = typer.Typer(
+    help="Run a shadow proxy in front of an incumbent model, or a TCP fault proxy in front of a dependency.",
+    no_args_is_help=True,
+)
 app.add_typer(proxy_app, name="proxy")
 
 _state = {"debug": False}
@@ -99,6 +102,10 @@ def serve_demo(
     nan_behaviour: Annotated[NanBehaviour, typer.Option(help="On NaN/Inf input: reject (400) or crash (500).")] = NanBehaviour.reject,
     crash_after: Annotated[Optional[int], typer.Option(help="Exit abruptly after this many inferences.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the error, hang and jitter draws.")] = 0,
+    dependency: Annotated[
+        Optional[str], typer.Option(help="HOST:PORT of a feature store to call on every inference (see serve-feature-store).")
+    ] = None,
+    dependency_timeout_ms: Annotated[float, typer.Option(help="Time allowed for the dependency call, ms (then 504).")] = 200.0,
 ) -> None:
     """Serve the demo model over the Open Inference Protocol v2 REST API.
 
@@ -112,18 +119,25 @@ def serve_demo(
         if not 0.0 <= rate <= 1.0:
             raise UsageError(f"{name} must be within [0, 1], got {rate}")
     chosen = variant or (Variant.subtle if role is Role.candidate else Variant.identical)
-    knobs = DemoKnobs(
-        role=role.value,
-        variant=chosen.value,
-        model_name=model,
-        latency_ms=latency_ms,
-        jitter_ms=jitter_ms,
-        error_rate=error_rate,
-        hang_rate=hang_rate,
-        nan_behaviour=nan_behaviour.value,
-        crash_after=crash_after,
-        seed=seed,
-    )
+    if dependency is not None:
+        dependency = "%s:%d" % _host_port(dependency, "--dependency")
+    try:
+        knobs = DemoKnobs(
+            role=role.value,
+            variant=chosen.value,
+            model_name=model,
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            error_rate=error_rate,
+            hang_rate=hang_rate,
+            nan_behaviour=nan_behaviour.value,
+            crash_after=crash_after,
+            seed=seed,
+            dependency=dependency,
+            dependency_timeout_ms=dependency_timeout_ms,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     run(knobs, listen=(host, port), on_ready=lambda p: ready_line(f"demo {role.value}", host, p))
 
 
@@ -192,6 +206,52 @@ def proxy_http(
         drain_timeout=drain_timeout,
         on_ready=lambda p: ready_line("proxy", host, p),
     )
+
+
+@proxy_app.command("toxic")
+def proxy_toxic(
+    upstream: Annotated[str, typer.Option(help="HOST:PORT of the dependency to put faults in front of.")],
+    listen: Annotated[str, typer.Option(help="HOST:PORT the model server connects to instead.")] = "127.0.0.1:8475",
+    control_listen: Annotated[str, typer.Option(help="HOST:PORT of the HTTP control API (add/remove toxics).")] = "127.0.0.1:8474",
+    toxic: Annotated[
+        Optional[list[str]], typer.Option(help='A toxic as JSON (repeatable), e.g. \'{"name":"slow","type":"latency","attributes":{"latency_ms":300}}\'.')
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the per-connection toxicity draws.")] = 0,
+) -> None:
+    """A TCP proxy that adds Toxiproxy-style faults between a model server and its dependency.
+
+    Example: shadowline proxy toxic --upstream 127.0.0.1:7000 --listen 127.0.0.1:7001
+    """
+    from proxies.toxic_proxy import DuplicateToxic, serve_toxic
+    from proxies.toxics import ToxicError, parse_toxic_json
+
+    try:
+        toxics = [parse_toxic_json(item) for item in toxic or []]
+    except ToxicError as exc:
+        raise UsageError(f"--toxic: {exc}") from None
+    try:
+        serve_toxic(
+            _host_port(listen, "--listen"),
+            _host_port(upstream, "--upstream"),
+            _host_port(control_listen, "--control-listen"),
+            toxics=toxics,
+            seed=seed,
+        )
+    except (ToxicError, DuplicateToxic) as exc:  # found before anything binds
+        raise UsageError(f"--toxic: {exc}") from None
+
+
+@app.command("serve-feature-store")
+def serve_feature_store(
+    listen: Annotated[str, typer.Option(help="HOST:PORT to bind; port 0 picks a free one.")] = "127.0.0.1:7000",
+) -> None:
+    """A tiny line-protocol feature store: the demo model server's optional dependency.
+
+    Example: shadowline serve-feature-store --listen 127.0.0.1:7000
+    """
+    from proxies.feature_store import serve_feature_store as run
+
+    run(_host_port(listen, "--listen"))
 
 
 @app.command()

@@ -14,10 +14,10 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-READY = re.compile(rb"^shadowline: .* listening on (?P<host>[^\s]+):(?P<port>\d+)\s*$")
+READY = re.compile(rb"^shadowline: (?P<what>.*) listening on (?P<host>[^\s]+):(?P<port>\d+)\s*$")
 
 
 def ready_line(what: str, host: str, port: int) -> None:
@@ -34,8 +34,9 @@ class Child:
     name: str
     process: subprocess.Popen
     host: str
-    port: int
+    port: int  # of the first ready line
     log_path: Path
+    ports: dict[str, int] = field(default_factory=dict)  # every ready line: what -> port
 
     @property
     def url(self) -> str:
@@ -62,8 +63,8 @@ def shadowline_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "harness.cli", *args]
 
 
-def spawn(name: str, argv: list[str], log_path: Path, *, ready_timeout: float = 20.0) -> Child:
-    """Start `argv`, wait for its ready line; raise ChildFailed with its log tail otherwise."""
+def spawn(name: str, argv: list[str], log_path: Path, *, ready_timeout: float = 20.0, ready_lines: int = 1) -> Child:
+    """Start `argv`, wait for its `ready_lines` ready lines; raise ChildFailed with its log tail otherwise."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = open(log_path, "ab")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -83,11 +84,12 @@ def spawn(name: str, argv: list[str], log_path: Path, *, ready_timeout: float = 
             if not chunk:
                 break
             buffered += chunk
-            for line in buffered.splitlines():
-                match = READY.match(line)
-                if match:
-                    _drain_to_log(process, log_path)
-                    return Child(name, process, match["host"].decode(), int(match["port"]), log_path)
+            complete = buffered.split(b"\n")[:-1]  # a line still being written could match too short
+            ready = [m for m in map(READY.match, complete) if m]
+            if len(ready) >= ready_lines:
+                _drain_to_log(process, log_path)
+                ports = {m["what"].decode(): int(m["port"]) for m in ready}
+                return Child(name, process, ready[0]["host"].decode(), int(ready[0]["port"]), log_path, ports)
     finally:
         selector.close()
     if process.poll() is None:

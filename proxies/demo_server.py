@@ -18,6 +18,13 @@ An infer request names one input per feature (`shape [N]` or `[N, 1]`) or sends 
 `probabilities` (FP32 [N, 2]). Errors are `{"error": "..."}` with 400, 404, 405 or 500.
 The knobs (latency, errors, hangs, crash) apply to infer requests only, so health checks
 keep telling the truth about the process.
+
+With `dependency` set (`host:port` of `proxies.feature_store`, usually through
+`proxies.toxic_proxy`), each valid infer request first asks that dependency for a value over
+a pooled TCP connection, within `dependency_timeout_ms`. The value is not fed to the model
+(a healthy dependency leaves predictions unchanged); the point is what its failures become:
+a timeout answers 504 `dependency timed out`, a reset, refusal or close answers 502
+`dependency unavailable: reset|refused|closed`, so the faults show as such in a shadow run.
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ class DemoKnobs:
     nan_behaviour: str = "reject"  # NaN/Inf/null input: "reject" (clean 400) or "crash" (500)
     crash_after: int | None = None  # serve this many infer requests, then os._exit(1) on the next
     seed: int = 0  # for the error, hang and jitter draws
+    dependency: str | None = None  # host:port of a feature store asked on every infer request
+    dependency_timeout_ms: float = 200.0  # for the whole exchange with it, connect included
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -80,6 +89,10 @@ class DemoKnobs:
             raise ValueError(f"crash_after must be >= 0 or None, got {self.crash_after}")
         if self.version is None:
             self.version = "1" if self.role == "incumbent" else "2"
+        if self.dependency is not None:
+            _split_address(self.dependency)
+        if not self.dependency_timeout_ms > 0:
+            raise ValueError(f"dependency_timeout_ms must be > 0, got {self.dependency_timeout_ms}")
 
 
 class BadRequest(Exception):
@@ -101,6 +114,7 @@ class DemoApp:
         self.knobs = knobs = knobs or DemoKnobs()
         self.model = DemoModel(knobs.role, knobs.variant)
         self.inference_count = 0  # infer requests received (the crash_after counter)
+        self.dependency = _Dependency(knobs.dependency, knobs.dependency_timeout_ms) if knobs.dependency else None
         self._random = random.Random(knobs.seed)  # stdlib: one cheap scalar draw per request
         name, version = knobs.model_name, knobs.version
 
@@ -199,6 +213,11 @@ class DemoApp:
         finite = np.isfinite(x)
         if not finite.all():
             return self._non_finite(x, finite)
+        if self.dependency is not None:
+            try:
+                await self.dependency.fetch(self.inference_count)
+            except DependencyError as exc:
+                return _error(exc.status, str(exc))
         labels, probabilities = self.model.predict(x)
         return Response(200, _JSON, self._encode(request_id, wanted, labels, probabilities))
 
@@ -234,6 +253,67 @@ class DemoApp:
     def _crash(self) -> None:
         os.write(2, f"demo server: crash_after={self.knobs.crash_after} reached, exiting abruptly\n".encode())
         os._exit(1)
+
+
+class DependencyError(Exception):
+    """The dependency failed; `status` is what the model server answers (502 or 504)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"dependency must be HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+class _Dependency:
+    """A pooled client of the feature store's line protocol (`GET <n>` -> `OK <value>`)."""
+
+    def __init__(self, address: str, timeout_ms: float, pool_size: int = 16):
+        self.host, self.port = _split_address(address)
+        self.timeout = timeout_ms / 1000.0
+        self.pool_size = pool_size
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    def _take(self):
+        while self.idle:
+            reader, writer = self.idle.pop()
+            if not reader.at_eof() and not writer.is_closing():  # the peer may have closed it while idle
+                return reader, writer
+            writer.close()
+        return None
+
+    async def fetch(self, key: int) -> str:
+        conn, ok = None, False
+        try:
+            async with asyncio.timeout(self.timeout):
+                conn = self._take() or await asyncio.open_connection(self.host, self.port)
+                conn[1].write(b"GET %d\n" % key)
+                line = await conn[0].readuntil(b"\n")
+            if not line.startswith(b"OK "):
+                raise DependencyError(502, f"dependency answered {line[:80].decode('utf-8', 'replace').strip()!r}")
+            ok = True
+            return line[3:].decode().strip()
+        except TimeoutError:  # before OSError: it is one
+            raise DependencyError(504, "dependency timed out") from None
+        except ConnectionResetError:
+            raise DependencyError(502, "dependency unavailable: reset") from None
+        except ConnectionRefusedError:
+            raise DependencyError(502, "dependency unavailable: refused") from None
+        except (asyncio.IncompleteReadError, BrokenPipeError, ConnectionAbortedError):
+            raise DependencyError(502, "dependency unavailable: closed") from None
+        except (OSError, asyncio.LimitOverrunError) as exc:
+            raise DependencyError(502, f"dependency unavailable: {type(exc).__name__}") from None
+        finally:
+            if conn is not None:
+                if ok and len(self.idle) < self.pool_size:
+                    self.idle.append(conn)
+                else:  # a late answer on it would be read as the next one's: never reuse
+                    conn[1].transport.abort()
 
 
 def _not_allowed(method: bytes, path: str, allowed: bytes) -> Response:

@@ -7,7 +7,10 @@ import pytest
 from harness.cli import EXIT_USAGE, main
 
 
-@pytest.mark.parametrize("command", [[], ["proxy"], ["proxy", "http"], ["serve-demo"], ["demo"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["proxy"], ["proxy", "http"], ["proxy", "toxic"], ["serve-demo"], ["serve-feature-store"], ["demo"], ["analyze"]],
+)
 def test_every_command_has_help(command, capsys):
     assert main([*command, "--help"]) == 0
     assert "Usage" in capsys.readouterr().out
@@ -23,6 +26,10 @@ def test_every_command_has_help(command, capsys):
         (["serve-demo", "--error-rate", "3"], "--error-rate"),
         (["serve-demo", "--role", "champion"], "--role"),
         (["proxy", "http"], "--incumbent"),
+        (["serve-demo", "--dependency", "nohost"], "--dependency"),
+        (["proxy", "toxic", "--upstream", "127.0.0.1:1", "--toxic", '{"type": "nope"}'], "--toxic"),
+        (["proxy", "toxic", "--upstream", "127.0.0.1:1", "--toxic", "{not json"], "--toxic"),
+        (["proxy", "toxic", "--upstream", "nohost"], "--upstream"),
     ],
 )
 def test_bad_usage_is_exit_2_with_a_message_naming_the_option(argv, names, capsys):
