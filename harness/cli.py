@@ -157,6 +157,9 @@ def proxy_http(
     client_timeout: Annotated[float, typer.Option(help="Seconds a client may take to send a request (then 408).")] = 10.0,
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes (then 413).")] = 8 << 20,
     drain_timeout: Annotated[float, typer.Option(help="Seconds to finish in-flight work on SIGTERM.")] = 10.0,
+    faults: Annotated[
+        Optional[Path], typer.Option(help="Fault plan (YAML/JSON: {seed, codec, faults: [...]}) applied to mirrored copies.")
+    ] = None,
 ) -> None:
     """Serve every request from the incumbent; mirror a copy to the candidate (and baseline).
 
@@ -191,6 +194,7 @@ def proxy_http(
                 Upstream(url)
             except ValueError as exc:
                 raise UsageError(f"{name}: {exc}") from None
+    plan = _load_fault_plan(faults) if faults is not None else None
     host, port = _host_port(listen, "--listen")
     metrics = _host_port(metrics_listen, "--metrics-listen") if metrics_listen else None
     if run_dir is None:
@@ -205,7 +209,28 @@ def proxy_http(
         client_timeout=client_timeout,
         drain_timeout=drain_timeout,
         on_ready=lambda p: ready_line("proxy", host, p),
+        plan=plan,
     )
+
+
+def _load_fault_plan(path: Path):
+    """A FaultPlan from a file: `{seed: N, codec: v2|v1|generic|null, faults: [{type: ..., ...}]}`."""
+    import yaml
+
+    from harness.codecs import get_codec
+    from harness.faults import FaultPlan
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"--faults {path}: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("faults"), list):
+        raise UsageError(f"--faults {path}: expected a mapping with a 'faults' list")
+    try:
+        codec = get_codec(doc["codec"]) if doc.get("codec") else None
+        return FaultPlan.from_specs(doc["faults"], int(doc.get("seed", 0)), codec)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--faults {path}: {exc}") from None
 
 
 @proxy_app.command("toxic")

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.records import BASELINE, CANDIDATE, INCUMBENT, INTERNAL, SHED, TIMEOUT, ArmOutcome, Exchange
+from harness.faults import FaultPlan
+from harness.faults.base import Action
 from harness.sampling import Sampler
 from proxies.http1 import Request, Response, encode_request, end_to_end
 from proxies.metrics import ProxyMetrics
@@ -91,8 +93,17 @@ def origin_form(target: bytes) -> bytes | None:
 class ShadowProxy:
     """The app served by `HTTPServer`: one call per client request."""
 
-    def __init__(self, settings: ProxySettings, sink: Sink | None = None, metrics: ProxyMetrics | None = None):
+    def __init__(
+        self,
+        settings: ProxySettings,
+        sink: Sink | None = None,
+        metrics: ProxyMetrics | None = None,
+        plan: FaultPlan | None = None,
+    ):
         self.settings = settings
+        self.plan = plan if plan is not None and len(plan) else None
+        self._seq = 0  # arrival order: the fault plan's request number
+        self._t0: float | None = None  # monotonic time of the first request: fault windows count from it
         self.sink = sink
         response_limit = settings.max_body * 8
 
@@ -125,20 +136,33 @@ class ShadowProxy:
         exchange = Exchange(request_id.decode("latin-1"), started_at, req.method.decode(), target.decode("latin-1"), req.body)
 
         mirror = self.shadows and self.sampler.take()
+        decision = faulted = None
+        if self.plan is not None:
+            now = time.monotonic()
+            if self._t0 is None:
+                self._t0 = now
+            decision = self.plan.decide(self._seq, now - self._t0)
+            self._seq += 1
+            if mirror and decision.payload:
+                faulted = self.plan.apply_payload(decision, req.body)
         pending = _PendingExchange(exchange, 1 + (len(self.shadows) if mirror else 0), self.sink)
         incumbent_call = self.incumbent.request(
-            self._encode(req, target, headers, self.incumbent), head=head, timeout=self.settings.incumbent_timeout
+            self._encode(req.method, target, headers, self.incumbent, req.body), head=head, timeout=self.settings.incumbent_timeout
         )
         if mirror:
             shadow_headers = headers + [(b"x-shadow-request", b"1")]
             for arm, upstream in self.shadows:
+                labels, actions = (decision.faults_for(arm), decision.actions_for(arm)) if decision else ((), ())
                 if self.inflight >= self.settings.max_inflight:
                     self.metrics.shed[arm] += 1
-                    pending.done(arm, ArmOutcome(error=SHED))
+                    pending.done(arm, ArmOutcome(error=SHED))  # never sent: no fault was applied
                     continue
                 self.inflight += 1
-                data = self._encode(req, target, shadow_headers, upstream)
-                task = asyncio.get_running_loop().create_task(self._mirror(arm, upstream, data, head, pending))
+                body = faulted if faulted is not None and arm in decision.payload_arms else req.body
+                data = self._encode(req.method, target, shadow_headers, upstream, body)
+                task = asyncio.get_running_loop().create_task(
+                    self._mirror(arm, upstream, data, len(body), head, pending, labels, actions)
+                )
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
@@ -165,17 +189,32 @@ class ShadowProxy:
         return client_response
 
     @staticmethod
-    def _encode(req: Request, target: bytes, headers: list, upstream: Upstream) -> bytes:
+    def _encode(method: bytes, target: bytes, headers: list, upstream: Upstream, body: bytes) -> bytes:
         if upstream.prefix:
             target = upstream.prefix + target
-        return encode_request(req.method, target, [(b"host", upstream.host_header), *headers], req.body)
+        return encode_request(method, target, [(b"host", upstream.host_header), *headers], body)
 
-    async def _mirror(self, arm: str, upstream: Upstream, data: bytes, head: bool, pending: _PendingExchange) -> None:
+    async def _mirror(
+        self,
+        arm: str,
+        upstream: Upstream,
+        data: bytes,
+        body_length: int,
+        head: bool,
+        pending: _PendingExchange,
+        labels: tuple[str, ...] = (),
+        actions: tuple[Action, ...] = (),
+    ) -> None:
         self.metrics.sent[arm] += 1
         sent = time.perf_counter()
+        timeout = self.settings.shadow_timeout
         try:
-            response, latency = await upstream.request(data, head=head, timeout=self.settings.shadow_timeout)
-            outcome = ArmOutcome(response.status, latency, response.body)
+            if actions:
+                status, latency, body = await self._deliver_faulted(upstream, data, body_length, head, actions)
+                outcome = ArmOutcome(status, latency if latency is not None else time.perf_counter() - sent, body)
+            else:
+                response, latency = await upstream.request(data, head=head, timeout=timeout)
+                outcome = ArmOutcome(response.status, latency, response.body)
         except UpstreamError as exc:
             outcome = ArmOutcome(latency_s=time.perf_counter() - sent, error=exc.kind)
         except asyncio.CancelledError:
@@ -186,8 +225,42 @@ class ShadowProxy:
             outcome = ArmOutcome(latency_s=time.perf_counter() - sent, error=INTERNAL)
         finally:
             self.inflight -= 1
+        outcome.faults = labels
         self.metrics.outcome(arm, outcome)
         pending.done(arm, outcome)
+
+    async def _deliver_faulted(
+        self, upstream: Upstream, data: bytes, body_length: int, head: bool, actions: tuple[Action, ...]
+    ) -> tuple[int | None, float | None, bytes | None]:
+        """Execute a fault plan's transport actions on one copy (see harness.faults.base.Action).
+
+        Returns (status, latency or None to measure from the send, body); failures raise
+        UpstreamError like a normal request, so they are recorded the same way.
+        """
+        timeout = self.settings.shadow_timeout
+        started = time.perf_counter()
+        pace = None
+        for action in actions:
+            if action.kind == "delay":
+                await asyncio.sleep(action.delay_s)  # counts in the arm's latency: it is network time
+            elif action.kind == "throttle":
+                pace = action.bytes_per_s
+            elif action.kind == "abort":  # the arm is never called
+                return action.status, time.perf_counter() - started, action.body
+            elif action.kind == "hang":  # nothing comes back before the arm's timeout
+                await asyncio.sleep(timeout)
+                raise UpstreamError(TIMEOUT, f"hang fault: no answer within {timeout:g} s")
+            elif action.kind == "reset":
+                await upstream.request_faulty(data, head=head, timeout=timeout, pace_bps=pace, reset_after_s=action.after_s)
+            elif action.kind == "truncate":
+                cut_at = len(data) - body_length + action.keep(body_length)
+                response, _ = await upstream.request_faulty(data, head=head, timeout=timeout, pace_bps=pace, cut_at=cut_at)
+                return response.status, time.perf_counter() - started, response.body
+        if pace is not None:
+            response, _ = await upstream.request_faulty(data, head=head, timeout=timeout, pace_bps=pace)
+        else:
+            response, _ = await upstream.request(data, head=head, timeout=timeout)
+        return response.status, time.perf_counter() - started, response.body
 
     async def drain(self, timeout: float) -> None:
         """Let mirrored copies finish within `timeout`, then cancel (and record) the rest."""

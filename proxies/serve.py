@@ -6,6 +6,7 @@ stop accepting, answer what is in progress, let mirrored copies finish, flush th
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -36,15 +37,24 @@ def serve_proxy(
     client_timeout: float = 10.0,
     drain_timeout: float = 10.0,
     on_ready=None,
+    plan=None,
 ) -> None:
-    """Run the HTTP shadow proxy, capturing to `run_dir/capture.db`, until a signal."""
+    """Run the HTTP shadow proxy, capturing to `run_dir/capture.db`, until a signal.
+
+    With a fault `plan`, mirrored copies are faulted as it decides and every decision is in
+    the capture (the ledger); the plan itself is written to `run_dir/faults.json`.
+    """
     from harness.capture import CaptureWriter
 
     run_dir.mkdir(parents=True, exist_ok=True)
     capture = CaptureWriter(run_dir / "capture.db")
     capture.set_meta("seed", settings.seed)  # the sampling draws replay from it
     capture.set_meta("proxy_settings", vars(settings))
-    proxy = ShadowProxy(settings, sink=capture.write)
+    if plan is not None:
+        faults = {"seed": plan.seed, "faults": plan.describe()}
+        capture.set_meta("faults", faults)
+        (run_dir / "faults.json").write_text(json.dumps(faults, indent=2) + "\n")
+    proxy = ShadowProxy(settings, sink=capture.write, plan=plan)
     server = HTTPServer(proxy, max_body=settings.max_body, client_timeout=client_timeout)
     proxy.metrics.server = server  # its refusals (400, 413, 408...) are counted there
 

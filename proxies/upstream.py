@@ -181,13 +181,14 @@ class Upstream:
         timeout: float,
         pace_bps: float | None = None,
         cut_at: int | None = None,
-        reset: bool = False,
+        reset_after_s: float | None = None,
     ) -> tuple[Response, float]:
         """Deliver a request badly, as a transport fault says, on a connection of its own.
 
         `pace_bps` trickles the bytes at that rate; `cut_at` sends only that many bytes then
-        half-closes (the upstream sees its peer stop mid-request); `reset` sends everything
-        and then resets the connection before any answer. The connection is never pooled.
+        half-closes (the upstream sees its peer stop mid-request); `reset_after_s` sends
+        everything, waits that long, then resets the connection without reading an answer.
+        The connection is never pooled.
         """
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
@@ -205,8 +206,9 @@ class Upstream:
                             await asyncio.sleep(step / pace_bps)
                     else:
                         conn.transport.write(payload)
-                    if reset:
+                    if reset_after_s is not None:
                         conn.waiter = None  # nobody will await this answer
+                        await asyncio.sleep(reset_after_s)
                         conn.reset()
                         raise UpstreamError(RESET, "connection reset by a fault after sending the request")
                     if cut_at is not None and conn.transport.can_write_eof():
