@@ -1,6 +1,9 @@
 """Locust load driver: runs Locust in its own process (it uses gevent) against a loopback target.
 
-Never import `harness.load.locustfile` here or anywhere in the main process.
+`LoadSpec.shape` (formats: `harness.load.shapes`) says how the rate moves over the run;
+`LoadSpec.source` (formats: `harness.load.sources`) says what is sent. Both modules are pure
+and safe to import anywhere. Never import `harness.load.locustfile` here or anywhere in the
+main process.
 """
 
 from harness.load.driver import (

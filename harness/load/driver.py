@@ -8,12 +8,19 @@ back through Locust's `--csv` files:
   makes Locust flush it every second): live progress reads its last complete row.
 - `locust_stats.csv` is rewritten in place every second and once more at exit (the
   locustfile's quit hook): the final result reads its Aggregated row.
+
+What to send and when: `LoadSpec.source` (see `harness.load.sources`) and `LoadSpec.shape`
+(see `harness.load.shapes`) are checked here, in the parent, and handed to the Locust process
+as JSON in SHADOWLINE_LOAD_SOURCE and SHADOWLINE_LOAD_SHAPE. With a shape, the locustfile's
+LoadTestShape drives the run and ends it at the shape's duration (Locust's -u, -r and
+--run-time are not passed); without one, the run is the constant `rate` it always was.
 """
 
 from __future__ import annotations
 
 import csv
 import ipaddress
+import json
 import os
 import re
 import signal
@@ -24,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from harness.load import shapes, sources
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]  # so the Locust process imports `harness`
@@ -68,6 +77,12 @@ class LoadSpec:
     spawn_rate: float | None = None
     timeout_s: float = 10.0  # per-request network timeout: a hanging target must not stall users
     grace_s: float = 20.0  # beyond duration_s: Locust start-up, ramp and shutdown
+    # How the target rate moves over the run (harness.load.shapes): None is a constant `rate`
+    # for `duration_s` (the behaviour before shapes existed). A shape's missing `users`,
+    # `duration_s` and `per_user_rate` default to this spec's users, duration_s, rate/users.
+    shape: dict | None = None
+    # What to send (harness.load.sources): None is the demo model's synthetic rows.
+    source: dict | None = None
 
     def __post_init__(self) -> None:
         loopback_host(self.target)
@@ -83,6 +98,25 @@ class LoadSpec:
             raise ValueError(f"model name {self.model!r} may only hold letters, digits, '.', '_', '-'")
         if self.spawn_rate is not None and not self.spawn_rate > 0:
             raise ValueError(f"spawn_rate must be > 0 users/s, got {self.spawn_rate}")
+        # Keep checked copies: later edits to the caller's dicts cannot change the run, and a
+        # file source's path is made absolute (Locust runs in another directory).
+        if self.shape is not None:
+            object.__setattr__(self, "shape", shapes.validate_shape(self.shape, "shape"))
+            self.resolved_shape()  # defaults that do not fit (a spike past duration_s) fail now
+        if self.source is not None:
+            object.__setattr__(self, "source", sources.validate_source(self.source, "source"))
+
+    def resolved_shape(self) -> dict | None:
+        """The shape with this spec's defaults filled in: what the Locust process runs."""
+        if self.shape is None:
+            return None
+        return shapes.resolve_shape(self.shape, rate=self.rate, users=self.users, duration_s=self.duration_s)
+
+    @property
+    def run_time_s(self) -> float:
+        """How long the load runs: the shape's total duration, else `duration_s`."""
+        shape = self.resolved_shape()
+        return float(shape["duration_s"]) if shape is not None else float(self.duration_s)
 
 
 @dataclass(frozen=True)
@@ -117,7 +151,9 @@ class LoadProcess:
         for stale in self.out_dir.glob("locust_*.csv"):
             stale.unlink()
         self.started_at = time.monotonic()
-        self.deadline = self.started_at + spec.duration_s + spec.grace_s
+        # A shape ends on Locust's once-a-second tick, up to a second after its duration.
+        extra_s = 1.0 if spec.shape is not None else 0.0
+        self.deadline = self.started_at + spec.run_time_s + extra_s + spec.grace_s
         self._stopped = False
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
@@ -228,14 +264,19 @@ def run_load(
 
 def _command(spec: LoadSpec, out_dir: Path) -> list[str]:
     spawn_rate = spec.spawn_rate if spec.spawn_rate is not None else spec.users
+    # With a shape, the locustfile's LoadTestShape sets users and ends the run; Locust would
+    # only warn that these flags are ignored.
+    users_and_time = [] if spec.shape is not None else [
+        "-u", str(spec.users),
+        "-r", str(spawn_rate),
+        "--run-time", f"{int(spec.duration_s)}s",
+    ]
     return [
         sys.executable, "-m", "locust",
         "-f", str(LOCUSTFILE),
         "--headless",
         "--host", spec.target,
-        "-u", str(spec.users),
-        "-r", str(spawn_rate),
-        "--run-time", f"{int(spec.duration_s)}s",
+        *users_and_time,
         "--only-summary",
         "--csv", str(out_dir / "locust"),
         "--stop-timeout", str(STOP_TIMEOUT_S),
@@ -244,8 +285,9 @@ def _command(spec: LoadSpec, out_dir: Path) -> list[str]:
 
 
 def _child_env(spec: LoadSpec) -> dict[str, str]:
-    # LOCUST_* variables would silently override our flags; the run must depend on the spec only.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+    # LOCUST_* variables would silently override our flags, and a stray SHADOWLINE_LOAD_SHAPE
+    # or _SOURCE in our environment would change the run: it must depend on the spec only.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "SHADOWLINE_LOAD_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
     env.update(
         SHADOWLINE_LOAD_SEED=str(spec.seed),
@@ -255,6 +297,12 @@ def _child_env(spec: LoadSpec) -> dict[str, str]:
         SHADOWLINE_LOAD_USERS=str(spec.users),
         SHADOWLINE_LOAD_TIMEOUT=repr(float(spec.timeout_s)),
     )
+    if spec.shape is not None:
+        env["SHADOWLINE_LOAD_SHAPE"] = json.dumps(spec.resolved_shape())
+        spawn_rate = spec.spawn_rate if spec.spawn_rate is not None else spec.resolved_shape().get("users", spec.users)
+        env["SHADOWLINE_LOAD_SPAWN_RATE"] = repr(float(spawn_rate))
+    if spec.source is not None:
+        env["SHADOWLINE_LOAD_SOURCE"] = json.dumps(spec.source)
     return env
 
 

@@ -1,14 +1,29 @@
 """Locustfile run by the Locust process that `harness.load.driver` starts.
 
-It POSTs Open Inference Protocol v2 infer requests built from synthetic feature rows. Locust
-owns argv, so the driver passes our settings as SHADOWLINE_LOAD_* environment variables:
+It sends requests from a traffic source (`harness.load.sources`: by default Open Inference
+Protocol v2 infer requests built from the demo model's synthetic rows) at the rate a load
+shape sets (`harness.load.shapes`). Locust owns argv, so the driver passes our settings as
+SHADOWLINE_LOAD_* environment variables:
 
-    SHADOWLINE_LOAD_SEED     base seed (int)
-    SHADOWLINE_LOAD_MODEL    model name in /v2/models/{model}/infer
-    SHADOWLINE_LOAD_ROWS     rows per request (N in each input's shape [N])
-    SHADOWLINE_LOAD_RATE     target requests/s for the whole run
-    SHADOWLINE_LOAD_USERS    number of users the rate is spread over
-    SHADOWLINE_LOAD_TIMEOUT  per-request network timeout, seconds
+    SHADOWLINE_LOAD_SEED        base seed (int)
+    SHADOWLINE_LOAD_MODEL       model name in /v2/models/{model}/infer
+    SHADOWLINE_LOAD_ROWS        rows per request (N in each input's shape [N])
+    SHADOWLINE_LOAD_RATE        target requests/s for the whole run (without a shape)
+    SHADOWLINE_LOAD_USERS       number of users the rate is spread over (without a shape)
+    SHADOWLINE_LOAD_TIMEOUT     per-request network timeout, seconds
+    SHADOWLINE_LOAD_SHAPE       optional: a resolved shape, JSON (`shapes.resolve_shape`)
+    SHADOWLINE_LOAD_SPAWN_RATE  optional, with a shape: users started per second
+    SHADOWLINE_LOAD_SOURCE      optional: a validated source, JSON (`sources.validate_source`)
+
+Without SHADOWLINE_LOAD_SHAPE, no LoadTestShape is defined and Locust's own -u, -r and
+--run-time drive the run (as docker-compose does). With a built-in shape, `SpecShape` keeps
+the shape's pool of users running and ends the run at its duration; with a custom one, the
+user's LoadTestShape is imported here (it must be importable in this process) and wrapped so
+the run still ends at the shape's duration.
+
+Users pace themselves on a shared schedule (`shapes.Pacer`): user i of a pool of U sends the
+run's requests i, i+U, i+2U, ..., each at the moment the shape's cumulative target count
+reaches it, so together they send one evenly spread stream at the shape's current rate.
 
 This module only ever runs inside Locust (gevent monkey-patches the process); the main
 process must never import it.
@@ -17,17 +32,28 @@ process must never import it.
 from __future__ import annotations
 
 import csv
+import importlib
+import inspect
 import itertools
 import json
+import logging
 import os
+import sys
 import time
 
 import gevent
 import locust.stats
 import numpy as np
-from locust import FastHttpUser, constant_throughput, events, task
+from locust import FastHttpUser, LoadTestShape, events, task
 
-from harness.demo_model import FEATURES, synthetic_rows
+from harness.load import shapes, sources
+from harness.load.sources import demo_request
+
+
+def _json_env(name: str) -> dict | None:
+    raw = os.environ.get(name)
+    return json.loads(raw) if raw else None
+
 
 SEED = int(os.environ.get("SHADOWLINE_LOAD_SEED", "0"))
 MODEL = os.environ.get("SHADOWLINE_LOAD_MODEL", "demo")
@@ -35,6 +61,8 @@ ROWS = int(os.environ.get("SHADOWLINE_LOAD_ROWS", "1"))
 RATE = float(os.environ.get("SHADOWLINE_LOAD_RATE", "10"))
 USERS = int(os.environ.get("SHADOWLINE_LOAD_USERS", "1"))
 TIMEOUT_S = float(os.environ.get("SHADOWLINE_LOAD_TIMEOUT", "10"))
+SHAPE = _json_env("SHADOWLINE_LOAD_SHAPE")
+SOURCE = _json_env("SHADOWLINE_LOAD_SOURCE")
 
 # Locust rewrites its --csv files every second but flushes them only every 5 s (documented
 # knob). The driver reads them for live progress, so flush on every write.
@@ -61,6 +89,11 @@ def _write_final_stats(**_kwargs) -> None:
     second of requests is missing from it otherwise. `quit` fires after the users have
     stopped. Write-then-rename, so Locust's own still-open handle cannot overwrite it.
     """
+    if _skipped_slots:
+        logging.warning(
+            "%d scheduled requests were not sent: users were still waiting for earlier answers. "
+            "The target rate needs more users (each sustains at most 1/latency requests/s).", _skipped_slots
+        )
     prefix = getattr(_environment.parsed_options, "csv_prefix", None) if _environment else None
     if not prefix:
         return
@@ -70,29 +103,96 @@ def _write_final_stats(**_kwargs) -> None:
     os.replace(path + ".tmp", path)
 
 
+# -- when: the shape --------------------------------------------------------------------------
+
+if SHAPE is None or SHAPE["type"] == "custom":
+    # A constant stream of RATE req/s over a pool of USERS (custom: per_user_rate per user,
+    # however many users the custom shape runs), with no end of its own.
+    _per_user = RATE / USERS if SHAPE is None else SHAPE["per_user_rate"]
+    SCHEDULE = shapes.Schedule({"type": "constant", "rate": _per_user * USERS})
+    POOL = USERS
+else:
+    SCHEDULE = shapes.Schedule(SHAPE)
+    POOL = int(SHAPE["users"])
+
+
+def _custom_shape(spec: dict) -> type:
+    """The user's LoadTestShape ("module:Class"), cut off at the spec's duration."""
+    if spec.get("pythonpath"):
+        sys.path.insert(0, spec["pythonpath"])
+    module_name, _, class_name = spec["class"].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ImportError(
+            f"shape.class {spec['class']!r}: cannot import {module_name!r} in the Locust process ({e}). "
+            "It must be importable there: put its directory on PYTHONPATH or in shape.pythonpath."
+        ) from e
+    base = getattr(module, class_name, None)
+    if not (inspect.isclass(base) and issubclass(base, LoadTestShape)):
+        raise TypeError(f"shape.class {spec['class']!r} is not a locust.LoadTestShape subclass")
+    cap = float(spec["duration_s"])
+
+    class Bounded(base):
+        abstract = False
+
+        def tick(self):
+            if self.get_run_time() >= cap:
+                return None
+            return super().tick()
+
+    Bounded.__name__ = Bounded.__qualname__ = f"Bounded{class_name}"
+    return Bounded
+
+
+if SHAPE is not None and SHAPE["type"] == "custom":
+    SpecShape = _custom_shape(SHAPE)
+elif SHAPE is not None:
+    SPAWN_RATE = float(os.environ.get("SHADOWLINE_LOAD_SPAWN_RATE", str(POOL)))
+
+    class SpecShape(LoadTestShape):
+        """Runs the shape's pool of users until the shape's duration; the users pace the rate."""
+
+        def tick(self):
+            t = self.get_run_time()
+            if t >= SCHEDULE.duration_s:
+                return None
+            return shapes.users_at(SHAPE, t, POOL), SPAWN_RATE
+
+
+# The users' common time origin: the start of the test (perf_counter seconds).
+_run_started: float | None = None
+
+
+@events.test_start.add_listener
+def _mark_start(**_kwargs) -> None:
+    global _run_started
+    _run_started = time.perf_counter()
+
+
+# -- what: the source -------------------------------------------------------------------------
+
+FEATURES = None
+LAYOUT = "named"
+RECORDS: list[sources.RecordedRequest] = []
+if SOURCE is not None and SOURCE["type"] == "synthetic":
+    LAYOUT = SOURCE.get("layout", "named")
+    if SOURCE.get("features"):
+        FEATURES = sources.validate_features(SOURCE["features"])
+elif SOURCE is not None and SOURCE["type"] == "file":
+    RECORDS = sources.load_records(SOURCE)
+    if not RECORDS:
+        raise ValueError(f"source.path {SOURCE['path']}: no recorded requests")
+
+build_request = demo_request  # the default body, kept under its old name
+
 # Users are created one after another in this process, so a counter gives each a stable
 # index; together with the worker index it stays distinct when Locust runs distributed.
 _user_index = itertools.count()
-
-
-def build_request(rng: np.random.Generator, request_id: str, rows: int) -> dict:
-    """One v2 infer request: one FP32 input per feature, `rows` values each."""
-    # Drawing from the user's own generator makes its whole request stream a pure function
-    # of (seed, worker, user), independent of timing and of the other users.
-    block = synthetic_rows(rows, rng)
-    return {
-        "id": request_id,
-        "inputs": [
-            {"name": name, "shape": [rows], "datatype": "FP32", "data": block[:, j].tolist()}
-            for j, name in enumerate(FEATURES)
-        ],
-    }
+_skipped_slots = 0  # slots users let pass because they were busy (logged at quit)
 
 
 class InferUser(FastHttpUser):
-    # constant_throughput paces task runs per user, so USERS * (RATE / USERS) = RATE overall
-    # regardless of latency (as long as latency stays below USERS / RATE seconds).
-    wait_time = constant_throughput(RATE / USERS)
     network_timeout = TIMEOUT_S
     connection_timeout = TIMEOUT_S
 
@@ -100,27 +200,51 @@ class InferUser(FastHttpUser):
         runner = self.environment.runner
         worker = getattr(runner, "worker_index", 0) or 0
         self.user_index = next(_user_index)
+        # Drawing from the user's own generator makes its whole request stream a pure
+        # function of (seed, worker, user), independent of timing and of the other users.
         self.rng = np.random.default_rng([SEED, worker, self.user_index])
         self.id_prefix = f"load-{SEED}-w{worker}-u{self.user_index}"
         self.sent = 0
-        self.path = f"/v2/models/{MODEL}/infer"
-        # Locust starts a spawn batch of users at the same instant, so they would fire in
-        # bursts of USERS every USERS/RATE s. Phase each user by its index instead: together
-        # they then send one request every 1/RATE s, a steady stream. constant_throughput
-        # anchors its schedule at `_cp_last_run` (set when the user is created), so move the
-        # anchor to the end of the phase; if Locust renames it, only the phasing is lost.
-        gevent.sleep((self.user_index % USERS) / RATE)
-        self._cp_last_run = time.perf_counter()
+        self.default_path = f"/v2/models/{MODEL}/infer"
+        self.slice = sources.user_slice(RECORDS, self.user_index, POOL) if RECORDS else None
+        # Locust starts a spawn batch of users at the same instant; phasing each user onto
+        # its own slots of the schedule turns them into one steady stream instead of bursts.
+        self.t0 = _run_started if _run_started is not None else time.perf_counter()
+        self.pacer = shapes.Pacer(SCHEDULE, self.user_index % POOL, POOL)
+        self.pacer.start(time.perf_counter() - self.t0)
+
+    def on_stop(self) -> None:
+        global _skipped_slots
+        pacer = getattr(self, "pacer", None)
+        _skipped_slots += pacer.skipped if pacer is not None else 0
+
+    def wait_time(self) -> float:
+        # At most a second at a time: a slot beyond the shape's end is due "never", and the
+        # shape ends the run meanwhile.
+        return min(max(self.pacer.due - (time.perf_counter() - self.t0), 0.0), 1.0)
 
     @task
     def infer(self) -> None:
+        if time.perf_counter() - self.t0 < self.pacer.due - 0.001:
+            return  # not due yet; wait_time sleeps towards it
         request_id = f"{self.id_prefix}-{self.sent}"
+        headers = {"content-type": "application/json", "x-request-id": request_id}
+        if self.slice is not None:
+            record = self.slice[self.sent % len(self.slice)]
+            method, path, body, name = record.method, record.path or self.default_path, record.body, "replay"
+            # Recorded headers as recorded (their x-request-id was dropped: ours is unique).
+            headers = {**record.headers, "x-request-id": request_id}
+            if not any(k.lower() == "content-type" for k in record.headers):
+                headers["content-type"] = "application/json"
+        else:
+            if FEATURES is not None:
+                payload = sources.synthetic_request(FEATURES, self.rng, request_id, ROWS, LAYOUT)
+            else:
+                payload = build_request(self.rng, request_id, ROWS, LAYOUT)
+            method, path, body, name = "POST", self.default_path, json.dumps(payload), "v2 infer"
         self.sent += 1
-        body = json.dumps(build_request(self.rng, request_id, ROWS))
         # A non-2xx is recorded as a failure by FastHttpUser and the user carries on.
-        self.client.post(
-            self.path,
-            data=body,
-            headers={"content-type": "application/json", "x-request-id": request_id},
-            name="v2 infer",
-        )
+        # No redirects: a Location header must not take the load off the loopback target.
+        self.client.request(method, path, data=body if body or method not in ("GET", "HEAD") else None,
+                            headers=headers, name=name, allow_redirects=False)
+        self.pacer.sent(time.perf_counter() - self.t0)

@@ -1,24 +1,29 @@
 """The Locust load driver against a tiny real HTTP server on 127.0.0.1.
 
-Three short Locust runs (about 10 s in all): the main run, a rerun with the same seed for
-reproducibility, and a run stopped from a progress callback against a server that fails every
-other request.
+Short Locust runs (about 25 s in all): the main run, a rerun with the same seed for
+reproducibility, a run stopped from a progress callback against a server that fails every
+other request; then one run per load shape and traffic source capability: a ramp with a
+feature schema, steps, a custom LoadTestShape, and replays of a capture and a JSON-lines file.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import textwrap
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from harness.capture import CaptureWriter
 from harness.demo_model import FEATURES
-from harness.load import LoadError, LoadSpec, driver, run_load, start_load
+from harness.load import LoadError, LoadSpec, driver, run_load, shapes, start_load
+from harness.records import ArmOutcome, Exchange
 
 RESPONSE = json.dumps(
     {"model_name": "demo", "outputs": [{"name": "label", "shape": [1], "datatype": "INT64", "data": [0]}]}
@@ -195,3 +200,132 @@ def test_failures_are_counted_and_an_interrupted_run_is_stopped(main_run, server
     assert result.requests < spec.rate * spec.duration_s / 2
     # A different seed sends different data.
     assert server.first_bodies().isdisjoint(first_server.first_bodies())
+
+
+# -- load shapes and traffic sources ---------------------------------------------------------
+
+
+def per_second(server: RecordingServer, spec: LoadSpec) -> list[tuple[float, int]]:
+    """(target, received) request counts for each second of a shaped run.
+
+    The clock starts at the first arrival minus the moment that request was due, so Locust's
+    start-up time does not shift the buckets.
+    """
+    schedule = shapes.Schedule(spec.resolved_shape())
+    arrivals = sorted(t for t, *_ in server.requests)
+    t0 = arrivals[0] - schedule.due_time(0.5)
+    got = Counter(int((t - t0) // 1) for t in arrivals)
+    assert max(got) < math.ceil(schedule.duration_s), f"requests after the shape ended: {sorted(got.items())}"
+    return [(schedule.count_at(i + 1) - schedule.count_at(i), got.get(i, 0))
+            for i in range(math.ceil(schedule.duration_s))]
+
+
+def assert_follows(rows: list[tuple[float, int]], total: float, received: int) -> None:
+    for second, (want, got) in enumerate(rows):
+        assert abs(got - want) <= 0.15 * want + 3, f"second {second}: {got} requests, target {want:g}; all: {rows}"
+    assert 0.9 * total <= received <= 1.05 * total, (received, total)
+
+
+SCHEMA = [
+    {"name": "age", "type": "int", "min": 18, "max": 90},
+    {"name": "plan", "type": "category", "categories": ["free", "pro"], "missing": 0.3},
+    {"name": "spend", "type": "float", "mean": 100, "std": 30, "min": 0},
+]
+
+
+@pytest.mark.slow
+def test_ramp_shape_with_a_feature_schema(server, tmp_path):
+    spec = LoadSpec(server.url, users=8, rows_per_request=3, seed=3,
+                    shape={"type": "ramp", "from_rate": 10, "to_rate": 70, "over_s": 3},
+                    source={"type": "synthetic", "features": SCHEMA})
+    result = run_load(spec, tmp_path)
+    assert result.exit_code == 0 and not result.stopped and result.failures == 0
+    assert result.requests == len(server.requests)
+    assert_follows(per_second(server, spec), 120, len(server.requests))  # 20, 40, 60
+    nulls = 0
+    for _, path, _, raw in server.requests:
+        assert path == "/v2/models/demo/infer"
+        inputs = {i["name"]: i for i in json.loads(raw)["inputs"]}
+        assert [inputs[n]["datatype"] for n in ("age", "plan", "spend")] == ["INT64", "BYTES", "FP32"]
+        assert all(i["shape"] == [3] for i in inputs.values())
+        assert all(isinstance(v, int) and 18 <= v <= 90 for v in inputs["age"]["data"])
+        assert all(v in ("free", "pro", None) for v in inputs["plan"]["data"])
+        nulls += inputs["plan"]["data"].count(None)
+        assert all(v >= 0 for v in inputs["spend"]["data"])
+    assert 0.15 < nulls / (3 * len(server.requests)) < 0.45
+
+
+@pytest.mark.slow
+def test_step_shape_follows_its_steps(server, tmp_path):
+    steps = [{"rate": 20, "duration_s": 1}, {"rate": 80, "duration_s": 1}, {"rate": 40, "duration_s": 1}]
+    spec = LoadSpec(server.url, users=8, seed=4, shape={"type": "step", "steps": steps})
+    result = run_load(spec, tmp_path)
+    assert result.exit_code == 0 and not result.stopped and result.failures == 0
+    assert result.requests == len(server.requests)
+    assert_follows(per_second(server, spec), 140, len(server.requests))
+
+
+@pytest.mark.slow
+def test_custom_load_test_shape_is_imported_in_the_locust_process(server, tmp_path):
+    shape_dir = tmp_path / "shapes"
+    shape_dir.mkdir()
+    (shape_dir / "my_shapes.py").write_text(textwrap.dedent("""
+        from locust import LoadTestShape
+
+        class TwoThenFour(LoadTestShape):
+            # Never ends by itself: the spec's duration_s cuts it off.
+            def tick(self):
+                return (2, 10) if self.get_run_time() < 1 else (4, 10)
+    """))
+    spec = LoadSpec(server.url, rate=20, users=4, duration_s=2, seed=5,
+                    shape={"type": "custom", "class": "my_shapes:TwoThenFour", "pythonpath": str(shape_dir)})
+    started = time.monotonic()
+    result = run_load(spec, tmp_path / "run")
+    assert time.monotonic() - started < 2 + 10  # ended by the cap, not the deadline
+    assert result.exit_code == 0 and not result.stopped
+    # Each user sends rate/users = 5 req/s: about 2 x 5 in the first second, 4 x 5 in the second.
+    arrivals = sorted(t for t, *_ in server.requests)
+    first = [t for t in arrivals if t - arrivals[0] < 1]
+    assert 6 <= len(first) <= 14 and 20 <= len(arrivals) <= 36, (len(first), len(arrivals))
+    users = {h["x-request-id"].rsplit("-", 1)[0] for _, _, h, _ in server.requests}
+    assert len(users) == 4
+    assert "locust" not in sys.modules
+
+
+@pytest.mark.slow
+def test_a_capture_replays_exactly_as_recorded(server, tmp_path):
+    db = tmp_path / "capture.db"
+    recorded = [(f"/v2/models/{'ab'[i % 2]}/infer", b'{"id": "rec%d", "inputs": [{"data": [%d.5]}]}' % (i, i))
+                for i in range(12)]
+    with CaptureWriter(db) as writer:
+        for i, (route, body) in enumerate(recorded):
+            writer.write(Exchange(f"r{i}", 1.7e9 + i, "POST", route, body, {"incumbent": ArmOutcome(200, 0.01, b"{}")}))
+    spec = LoadSpec(server.url, rate=10, duration_s=2, users=3, source={"type": "file", "path": str(db)})
+    result = run_load(spec, tmp_path / "run")
+    assert result.exit_code == 0 and result.failures == 0
+    assert 16 <= len(server.requests) <= 22
+    # Bodies and paths arrive byte for byte as recorded, first in recorded order ...
+    arrived = [(path, body) for _, path, _, body in sorted(server.requests, key=lambda r: r[0])]
+    assert arrived[:12] == recorded
+    # ... then cycling: user u replays records u, u+3, u+6, u+9 over and over.
+    for _, path, headers, body in server.requests:
+        user, n = headers["x-request-id"].rsplit("-u", 1)[1].split("-")
+        own = recorded[int(user)::3]
+        assert (path, body) == own[int(n) % len(own)]
+
+
+@pytest.mark.slow
+def test_a_jsonl_file_replays_exactly_as_recorded(server, tmp_path):
+    raw = '{"id":"x1",  "inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":[0.10]}]}'
+    wrapped = {"body": "{\"id\": \"x2\"}", "path": "/v2/models/other/infer", "headers": {"X-Tenant": "t7"}}
+    path = tmp_path / "requests.jsonl"
+    path.write_text(raw + "\n" + json.dumps(wrapped) + "\n")
+    spec = LoadSpec(server.url, rate=10, duration_s=1, users=2, model="m", source={"type": "file", "path": str(path)})
+    run_load(spec, tmp_path / "run")
+    assert len(server.requests) >= 6
+    for _, req_path, headers, body in server.requests:
+        if body == raw.encode():
+            assert req_path == "/v2/models/m/infer"
+        else:
+            assert (req_path, body, headers.get("X-Tenant")) == ("/v2/models/other/infer", b'{"id": "x2"}', "t7")
+    assert {body for *_, body in server.requests} == {raw.encode(), b'{"id": "x2"}'}
