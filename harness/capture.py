@@ -447,6 +447,11 @@ class CaptureReader:
             yield Exchange(request_id=row[0], started_at=row[1], method=row[2], route=row[3],
                            request_body=row[n_small], arms=arms)
 
+    def first_started_at(self) -> float | None:
+        """The arrival time of the first exchange, None while there is none."""
+        row = self._conn.execute("SELECT started_at FROM exchanges ORDER BY seq LIMIT 1").fetchone()
+        return row[0] if row else None
+
     def paired_bodies_since(self, seq: int, arm: str) -> list[tuple[int, bytes | None, bytes | None]]:
         """(seq, incumbent body, `arm` body) of the rows after `seq`: for live views of a run."""
         (arm,) = _check_arms([arm])

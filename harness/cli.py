@@ -30,6 +30,8 @@ proxy_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(proxy_app, name="proxy")
+scenario_app = typer.Typer(help="Check scenario files; print their JSON Schema.", no_args_is_help=True)
+app.add_typer(scenario_app, name="scenario")
 
 _state = {"debug": False}
 
@@ -277,6 +279,52 @@ def serve_feature_store(
     from proxies.feature_store import serve_feature_store as run
 
     run(_host_port(listen, "--listen"))
+
+
+@app.command()
+def run(
+    scenario: Annotated[Path, typer.Argument(help="A scenario file (YAML), e.g. scenarios/nan-storm.yaml.")],
+    run_dir: Annotated[Optional[Path], typer.Option(help="Run directory. Default: runs/<run-id>.")] = None,
+) -> None:
+    """Run a scripted shadow or chaos scenario end to end, then judge it.
+
+    Starts what the scenario needs, runs its phases with a live view, always stops what it
+    started, writes the run directory and reports, and exits with the verdict's code
+    (0 GO, 1 NO-GO, 3 INCONCLUSIVE; 2 bad scenario, 4 the run failed).
+    Example: shadowline run scenarios/nan-storm.yaml
+    """
+    from harness.run import run_scenario
+    from harness.scenario import ScenarioError
+
+    try:
+        code = run_scenario(scenario, run_dir=run_dir)
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+    raise typer.Exit(code)
+
+
+@scenario_app.command("validate")
+def scenario_validate(
+    file: Annotated[Path, typer.Argument(help="The scenario file to check.")],
+) -> None:
+    """Check a scenario file: 'ok' with its phases and faults, or every problem with its field path.
+
+    Example: shadowline scenario validate scenarios/nan-storm.yaml
+    """
+    from harness.scenario.commands import validate_command
+
+    raise typer.Exit(validate_command(file))
+
+
+@scenario_app.command("schema")
+def scenario_schema() -> None:
+    """Print the scenario JSON Schema (for editors and CI).
+
+    Example: shadowline scenario schema > scenario.schema.json
+    """
+    from harness.scenario.commands import schema_command
+
+    raise typer.Exit(schema_command())
 
 
 @app.command()

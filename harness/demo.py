@@ -114,7 +114,7 @@ def run_demo(*, duration: float, rate: float, variant: str, seed: int, run_dir: 
         spec = LoadSpec(target=proxy.url, rate=rate, duration_s=max(1, round(duration)), users=users, seed=seed)
         flips = RunningFlips(run_dir / "capture.db")
         load = start_load(spec, run_dir / "load")
-        with Live(_view({}, flips, duration), console=console, refresh_per_second=4, transient=False) as live:
+        with Live(_view({}, flips, duration), console=console, refresh_per_second=4, transient=True) as live:
 
             def progress(stats: dict) -> None:
                 flips.update()

@@ -107,8 +107,14 @@ def judge(
     codec_options: dict | None = None,
     checks_config: dict[str, dict] | None = None,
     arm: str = "candidate",
+    scenario=None,
 ) -> Judgement:
-    """Judge `run_dir/capture.db` and write report.json, report.md, report.html and junit.xml."""
+    """Judge `run_dir/capture.db` and write report.json, report.md, report.html and junit.xml.
+
+    With a `scenario` (a chaos run), the shadow checks judge the phases without faults, the
+    steady-state checks each steady-state phase, and the contracts each fault (see
+    `scenario_results`).
+    """
     from harness.checks import checks_from_config, default_checks
     from harness.codecs import DecodeError
     from harness.pairing import build_evidence
@@ -121,7 +127,10 @@ def judge(
         raise CaptureError(f"{run_dir}: no such run directory")
     chosen = _codec(run_dir, codec, codec_options or {})
     try:
-        checks = checks_from_config(checks_config) if checks_config else default_checks()
+        if scenario is not None:
+            checks = scenario.check_objects()
+        else:
+            checks = checks_from_config(checks_config) if checks_config else default_checks()
     except ValueError as exc:
         raise JudgeInputError(str(exc)) from None
     with CaptureReader(capture_path) as reader:
@@ -135,8 +144,44 @@ def judge(
     if codec is not None or not (run_dir / CODEC_FILE).exists():
         record = {"name": evidence.codec, "options": codec_options or {}, "detected": codec is None}
         (run_dir / CODEC_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    results = [check.evaluate(evidence, arm) for check in checks]
+    faults = []
+    if scenario is not None:
+        results = scenario_results(evidence, scenario, checks, arm)
+        faults = [{"phase": p.name, "labels": list(p.labels), "start_s": p.start_s, "end_s": p.end_s} for p in scenario.expanded_phases() if p.faulted]
+    else:
+        results = [check.evaluate(evidence, arm) for check in checks]
     verdict = decide(results)
-    report = build_report(verdict, evidence, run=_run_info(run_dir, evidence), counts=counts, faults=[])
+    report = build_report(verdict, evidence, run=_run_info(run_dir, evidence), counts=counts, faults=faults)
     paths = write_reports(run_dir, report, evidence)
     return Judgement(verdict, report, paths, time.perf_counter() - began)
+
+
+def phase_masks(evidence, phases) -> dict[str, "np.ndarray"]:
+    """Per phase name, the exchanges that arrived during it (time from the first exchange)."""
+    elapsed = evidence.started_at - evidence.started_at.min() if evidence.n_exchanges else evidence.started_at
+    return {p.name: (elapsed >= p.start_s) & (elapsed < p.end_s) for p in phases}
+
+
+def scenario_results(evidence, scenario, checks, arm: str) -> list:
+    """Every check of a chaos run: shadow checks on the fault-free phases, steady-state checks
+    per steady-state phase (named `steady:<phase>:<check>`), and one check per fault contract."""
+    import dataclasses
+
+    import numpy as np
+
+    from harness.evidence import subset
+
+    phases = scenario.expanded_phases()
+    masks = phase_masks(evidence, phases)
+    clean = np.zeros(evidence.n_exchanges, dtype=bool)
+    for phase in phases:
+        if not phase.faulted:
+            clean |= masks[phase.name]
+    results = [check.evaluate(subset(evidence, clean), arm) for check in checks]
+    for phase in phases:
+        if phase.steady_state:
+            part = subset(evidence, masks[phase.name])
+            for check in scenario.steady_state_check_objects():
+                result = check.evaluate(part, arm)
+                results.append(dataclasses.replace(result, name=f"steady:{phase.name}:{result.name}"))
+    return results

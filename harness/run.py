@@ -1,0 +1,175 @@
+"""`shadowline run SCENARIO`: a scripted shadow or chaos run, end to end (a composition root).
+
+Starts what the scenario needs (demo servers, a feature store and the toxic proxy in front of
+it, the shadow proxy with the scenario's fault plan), drives the load with Locust, switches
+toxics at phase boundaries, then stops everything (always, by PID, even on Ctrl-C or a
+failure) and judges the capture with the scenario's checks and contracts.
+
+Time: fault windows and phases count from the first request the proxy receives; the toxic
+timeline follows the capture's first exchange, so toxics switch within about a second of
+their phase boundary (the progress tick).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+
+from harness.capture import CaptureError, CaptureReader
+from harness.procs import Child, shadowline_command, spawn
+
+
+class Runner:
+    """Owns the children of one run and stops them all, whatever happens."""
+
+    def __init__(self, scenario, run_dir: Path, console: Console):
+        self.scenario = scenario
+        self.run_dir = run_dir
+        self.console = console
+        self.children: list[Child] = []
+        self.logs = run_dir / "logs"
+        self.toxic_control = None
+        self.active_toxics: set[str] = set()
+
+    def _spawn(self, name: str, *args: str, ready_lines: int = 1) -> Child:
+        child = spawn(name, shadowline_command(*args), self.logs / f"{name}.log", ready_lines=ready_lines)
+        self.children.append(child)
+        return child
+
+    def stop_all(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+    def start_targets(self) -> dict[str, str]:
+        """URLs per arm: running servers named by URL, or demo servers started here."""
+        targets = self.scenario.targets
+        dependency = None
+        if targets.with_dependency():
+            store = self._spawn("feature-store", "serve-feature-store", "--listen", "127.0.0.1:0")
+            toxic = self._spawn(
+                "toxic-proxy", "proxy", "toxic", "--upstream", f"{store.host}:{store.port}", "--listen", "127.0.0.1:0",
+                "--control-listen", "127.0.0.1:0", "--seed", str(self.scenario.seed), ready_lines=2,
+            )
+            dependency = f"{toxic.host}:{toxic.ports['toxic proxy']}"
+            from proxies.toxic_proxy import ToxicControl
+
+            self.toxic_control = ToxicControl(f"http://{toxic.host}:{toxic.ports['toxic control']}")
+        urls = {}
+        for arm in targets.arms():
+            demo = targets.demo(arm)
+            if demo is None:
+                urls[arm] = targets.url(arm)
+                continue
+            role = targets.demo_role(arm)
+            args = ["serve-demo", "--role", role, "--port", "0", "--seed", str(self.scenario.seed),
+                    "--latency-ms", str(demo.latency_ms), "--jitter-ms", str(demo.jitter_ms),
+                    "--error-rate", str(demo.error_rate), "--hang-rate", str(demo.hang_rate),
+                    "--nan-behaviour", demo.nan_behaviour, "--model", self.scenario.traffic.model]
+            if role == "candidate":
+                args += ["--variant", demo.variant or "subtle"]
+            if demo.crash_after is not None:
+                args += ["--crash-after", str(demo.crash_after)]
+            if demo.dependency == "toxic":
+                args += ["--dependency", dependency, "--dependency-timeout-ms", str(demo.dependency_timeout_ms)]
+            urls[arm] = self._spawn(arm, *args).url
+        return urls
+
+    def start_proxy(self, urls: dict[str, str], phases) -> Child:
+        settings = self.scenario.proxy
+        plan = {"seed": self.scenario.seed, "codec": self.scenario.codec, "faults": [f for p in phases for f in p.faults]}
+        plan_path = self.run_dir / "fault-plan.json"
+        plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+        args = ["proxy", "http", "--listen", "127.0.0.1:0", "--incumbent", urls["incumbent"],
+                "--run-dir", str(self.run_dir), "--seed", str(self.scenario.seed), "--sample", str(settings.sample),
+                "--shadow-timeout", str(settings.shadow_timeout_s), "--incumbent-timeout", str(settings.incumbent_timeout_s),
+                "--max-inflight", str(settings.max_inflight), "--faults", str(plan_path)]
+        for arm in ("candidate", "baseline"):
+            if arm in urls:
+                args += [f"--{arm}", urls[arm]]
+        return self._spawn("proxy", *args)
+
+    def switch_toxics(self, phases, elapsed: float) -> str:
+        """Make the toxics of the phase at `elapsed` the active set; returns the phase's name."""
+        current = next((p for p in phases if p.start_s <= elapsed < p.end_s), phases[-1])
+        if self.toxic_control is None:
+            return current.name
+        wanted = {t.name: t for t in current.toxics}
+        for name in self.active_toxics - set(wanted):
+            self.toxic_control.remove(name)
+        for name, toxic in wanted.items():
+            if name not in self.active_toxics:
+                self.toxic_control.add(toxic.toxiproxy())
+        self.active_toxics = set(wanted)
+        return current.name
+
+
+def _first_request_at(capture_path: Path) -> float | None:
+    """When the proxy received the run's first request (the zero of the fault timeline)."""
+    try:
+        with CaptureReader(capture_path) as reader:
+            return reader.first_started_at()
+    except CaptureError:  # not created yet
+        return None
+
+
+def run_scenario(path: Path, *, run_dir: Path | None = None) -> int:
+    """Run a scenario file; print the verdict; return its exit code."""
+    from harness.cli import print_verdict
+    from harness.judge import judge
+    from harness.load import LoadSpec, start_load
+    from harness.rundir import new_run_dir, write_run_info
+    from harness.scenario import load_scenario
+
+    scenario = load_scenario(path)  # ScenarioError (exit 2) before anything starts
+    console = Console(soft_wrap=True)
+    run_dir = run_dir or new_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_run_info(run_dir, command=sys.argv, seed=scenario.seed, extra={"scenario": scenario.name, "file": str(path)})
+    (run_dir / "scenario.json").write_text(scenario.model_dump_json(indent=2) + "\n")
+    phases = scenario.expanded_phases()
+    total = scenario.total_duration_s
+    runner = Runner(scenario, run_dir, console)
+    console.print(f"[bold]shadowline run[/] {scenario.name}: {len(phases)} phases, {total} s; run {run_dir}", highlight=False)
+    try:
+        urls = runner.start_targets()
+        proxy = runner.start_proxy(urls, phases)
+        spec = LoadSpec(
+            target=proxy.url,
+            duration_s=total,
+            users=scenario.users(),
+            rows_per_request=scenario.traffic.rows_per_request,
+            model=scenario.traffic.model,
+            seed=scenario.seed,
+            shape=scenario.load_shape(),
+            source=scenario.traffic.source(),
+        )
+        load = start_load(spec, run_dir / "load")
+        runner.switch_toxics(phases, 0.0)  # the first phase's toxics are on from the first request
+        t0: list[float | None] = [None]
+        with Live("starting load ...", console=console, refresh_per_second=4, transient=True) as live:
+
+            def progress(stats: dict) -> None:
+                t0[0] = t0[0] or _first_request_at(run_dir / "capture.db")
+                elapsed = time.time() - t0[0] if t0[0] else 0.0
+                phase = runner.switch_toxics(phases, elapsed)
+                live.update(
+                    f"{elapsed:4.0f}/{total} s  phase [bold]{phase}[/]  {stats.get('requests', 0):,} req  "
+                    f"{stats.get('failures', 0):,} failed  {stats.get('current_rps', 0):,.0f}/s"
+                )
+
+            result = load.wait(on_progress=progress)
+        proxy.stop()
+    finally:
+        runner.stop_all()
+    console.print(
+        f"load: {result.requests:,} requests, {result.failures:,} failures, {result.rps:,.1f} req/s",
+        highlight=False,
+    )
+    judgement = judge(run_dir, codec=scenario.codec, codec_options={"select": scenario.select} if scenario.select else None, scenario=scenario)
+    print_verdict(judgement)
+    return judgement.exit_code
