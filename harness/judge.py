@@ -173,6 +173,7 @@ def scenario_results(evidence, scenario, checks, arm: str) -> list:
 
     phases = scenario.expanded_phases()
     masks = phase_masks(evidence, phases)
+    evidence = with_toxic_labels(evidence, scenario, phases, masks)
     clean = np.zeros(evidence.n_exchanges, dtype=bool)
     for phase in phases:
         if not phase.faulted:
@@ -185,3 +186,31 @@ def scenario_results(evidence, scenario, checks, arm: str) -> list:
                 result = check.evaluate(part, arm)
                 results.append(dataclasses.replace(result, name=f"steady:{phase.name}:{result.name}"))
     return results
+
+
+def with_toxic_labels(evidence, scenario, phases, masks):
+    """Evidence whose fault ledger also names the toxics that were on while each exchange ran.
+
+    Toxics act on a model server's dependency, not on a request, so the proxy's ledger cannot
+    hold them; the phase timeline does. Only arms whose server goes through the toxic proxy
+    get them.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    arms = [arm for arm in scenario.targets.with_dependency() if arm in evidence.arms]
+    toxic_phases = [p for p in phases if p.toxics]
+    if not arms or not toxic_phases:
+        return evidence
+    new_arms = dict(evidence.arms)
+    for arm in arms:
+        columns = evidence.arms[arm]
+        ledger = columns.faults if columns.faults is not None else np.array([()] * evidence.n_exchanges + [None], dtype=object)[:-1]
+        ledger = ledger.copy()
+        for phase in toxic_phases:
+            labels = tuple(phase.toxic_label(t) for t in phase.toxics if t.arms is None or arm in t.arms)
+            for i in np.flatnonzero(masks[phase.name]):
+                ledger[i] = tuple(ledger[i] or ()) + labels
+        new_arms[arm] = dataclasses.replace(columns, faults=ledger)
+    return dataclasses.replace(evidence, arms=new_arms)

@@ -33,8 +33,8 @@ class Runner:
         self.console = console
         self.children: list[Child] = []
         self.logs = run_dir / "logs"
-        self.toxic_control = None
-        self.active_toxics: set[str] = set()
+        self.toxic_controls: dict[str, object] = {}  # arm -> ToxicControl of its own toxic proxy
+        self.active_toxics: dict[str, set[str]] = {}  # arm -> names of the toxics on
 
     def _spawn(self, name: str, *args: str, ready_lines: int = 1) -> Child:
         child = spawn(name, shadowline_command(*args), self.logs / f"{name}.log", ready_lines=ready_lines)
@@ -48,17 +48,20 @@ class Runner:
     def start_targets(self) -> dict[str, str]:
         """URLs per arm: running servers named by URL, or demo servers started here."""
         targets = self.scenario.targets
-        dependency = None
+        dependencies = {}  # arm -> host:port of its toxic proxy
         if targets.with_dependency():
-            store = self._spawn("feature-store", "serve-feature-store", "--listen", "127.0.0.1:0")
-            toxic = self._spawn(
-                "toxic-proxy", "proxy", "toxic", "--upstream", f"{store.host}:{store.port}", "--listen", "127.0.0.1:0",
-                "--control-listen", "127.0.0.1:0", "--seed", str(self.scenario.seed), ready_lines=2,
-            )
-            dependency = f"{toxic.host}:{toxic.ports['toxic proxy']}"
             from proxies.toxic_proxy import ToxicControl
 
-            self.toxic_control = ToxicControl(f"http://{toxic.host}:{toxic.ports['toxic control']}")
+            store = self._spawn("feature-store", "serve-feature-store", "--listen", "127.0.0.1:0")
+            for arm in targets.with_dependency():  # one toxic proxy per arm: toxics may target one arm
+                toxic = self._spawn(
+                    f"toxic-proxy-{arm}", "proxy", "toxic", "--upstream", f"{store.host}:{store.port}",
+                    "--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0", "--seed", str(self.scenario.seed),
+                    ready_lines=2,
+                )
+                dependencies[arm] = f"{toxic.host}:{toxic.ports['toxic proxy']}"
+                self.toxic_controls[arm] = ToxicControl(f"http://{toxic.host}:{toxic.ports['toxic control']}")
+                self.active_toxics[arm] = set()
         urls = {}
         for arm in targets.arms():
             demo = targets.demo(arm)
@@ -75,7 +78,7 @@ class Runner:
             if demo.crash_after is not None:
                 args += ["--crash-after", str(demo.crash_after)]
             if demo.dependency == "toxic":
-                args += ["--dependency", dependency, "--dependency-timeout-ms", str(demo.dependency_timeout_ms)]
+                args += ["--dependency", dependencies[arm], "--dependency-timeout-ms", str(demo.dependency_timeout_ms)]
             urls[arm] = self._spawn(arm, *args).url
         return urls
 
@@ -96,15 +99,14 @@ class Runner:
     def switch_toxics(self, phases, elapsed: float) -> str:
         """Make the toxics of the phase at `elapsed` the active set; returns the phase's name."""
         current = next((p for p in phases if p.start_s <= elapsed < p.end_s), phases[-1])
-        if self.toxic_control is None:
-            return current.name
-        wanted = {t.name: t for t in current.toxics}
-        for name in self.active_toxics - set(wanted):
-            self.toxic_control.remove(name)
-        for name, toxic in wanted.items():
-            if name not in self.active_toxics:
-                self.toxic_control.add(toxic.toxiproxy())
-        self.active_toxics = set(wanted)
+        for arm, control in self.toxic_controls.items():
+            wanted = {t.name: t for t in current.toxics if t.arms is None or arm in t.arms}
+            for name in self.active_toxics[arm] - set(wanted):
+                control.remove(name)
+            for name, toxic in wanted.items():
+                if name not in self.active_toxics[arm]:
+                    control.add(toxic.toxiproxy())
+            self.active_toxics[arm] = set(wanted)
         return current.name
 
 
