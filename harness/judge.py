@@ -156,10 +156,24 @@ def judge(
     return Judgement(verdict, report, paths, time.perf_counter() - began)
 
 
+# A fault-free phase right after a faulted one is judged from this many seconds into it:
+# requests sent just before the boundary are still answered under the fault.
+SETTLE_S = 1.0
+
+
 def phase_masks(evidence, phases) -> dict[str, "np.ndarray"]:
-    """Per phase name, the exchanges that arrived during it (time from the first exchange)."""
+    """Per phase name, the exchanges that arrived during it (time from the first exchange).
+
+    A fault-free phase that follows a faulted one starts `SETTLE_S` later.
+    """
     elapsed = evidence.started_at - evidence.started_at.min() if evidence.n_exchanges else evidence.started_at
-    return {p.name: (elapsed >= p.start_s) & (elapsed < p.end_s) for p in phases}
+    masks = {}
+    for i, p in enumerate(phases):
+        start = p.start_s
+        if i and phases[i - 1].faulted and not p.faulted:
+            start += min(SETTLE_S, p.duration_s / 2)
+        masks[p.name] = (elapsed >= start) & (elapsed < p.end_s)
+    return masks
 
 
 def scenario_results(evidence, scenario, checks, arm: str) -> list:

@@ -5,15 +5,16 @@ it, the shadow proxy with the scenario's fault plan), drives the load with Locus
 toxics at phase boundaries, then stops everything (always, by PID, even on Ctrl-C or a
 failure) and judges the capture with the scenario's checks and contracts.
 
-Time: fault windows and phases count from the first request the proxy receives; the toxic
-timeline follows the capture's first exchange, so toxics switch within about a second of
-their phase boundary (the progress tick).
+Time: fault windows and phases count from the first request the proxy receives (the first
+exchange in the capture); a timeline thread switches toxics at the phase boundaries on that
+clock, within a few tens of milliseconds.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -96,8 +97,8 @@ class Runner:
                 args += [f"--{arm}", urls[arm]]
         return self._spawn("proxy", *args)
 
-    def switch_toxics(self, phases, elapsed: float) -> str:
-        """Make the toxics of the phase at `elapsed` the active set; returns the phase's name."""
+    def switch_toxics(self, phases, elapsed: float) -> None:
+        """Make the toxics of the phase at `elapsed` the active set on every toxic proxy."""
         current = next((p for p in phases if p.start_s <= elapsed < p.end_s), phases[-1])
         for arm, control in self.toxic_controls.items():
             wanted = {t.name: t for t in current.toxics if t.arms is None or arm in t.arms}
@@ -107,7 +108,32 @@ class Runner:
                 if name not in self.active_toxics[arm]:
                     control.add(toxic.toxiproxy())
             self.active_toxics[arm] = set(wanted)
-        return current.name
+
+
+class ToxicTimeline(threading.Thread):
+    """Switches toxics at phase boundaries, on the clock of the run's first request."""
+
+    def __init__(self, runner: Runner, phases, capture_path: Path):
+        super().__init__(name="toxic-timeline", daemon=True)
+        self.runner, self.phases, self.capture_path = runner, phases, capture_path
+        self.stopping = threading.Event()
+        self.t0: float | None = None
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            self.runner.switch_toxics(self.phases, 0.0)  # the first phase's toxics: on from the start
+            while self.t0 is None and not self.stopping.wait(0.02):
+                self.t0 = _first_request_at(self.capture_path)
+            for phase in self.phases[1:]:
+                if self.stopping.wait(max(0.0, self.t0 + phase.start_s - time.time()) if self.t0 else 0):
+                    return
+                self.runner.switch_toxics(self.phases, phase.start_s)
+        except Exception as exc:  # reported by the runner; the run goes on without toxics
+            self.error = exc
+
+    def elapsed(self) -> float:
+        return time.time() - self.t0 if self.t0 else 0.0
 
 
 def _first_request_at(capture_path: Path) -> float | None:
@@ -136,6 +162,7 @@ def run_scenario(path: Path, *, run_dir: Path | None = None) -> int:
     phases = scenario.expanded_phases()
     total = scenario.total_duration_s
     runner = Runner(scenario, run_dir, console)
+    timeline = None
     console.print(f"[bold]shadowline run[/] {scenario.name}: {len(phases)} phases, {total} s; run {run_dir}", highlight=False)
     try:
         urls = runner.start_targets()
@@ -150,23 +177,27 @@ def run_scenario(path: Path, *, run_dir: Path | None = None) -> int:
             shape=scenario.load_shape(),
             source=scenario.traffic.source(),
         )
+        timeline = ToxicTimeline(runner, phases, run_dir / "capture.db")
+        timeline.start()
         load = start_load(spec, run_dir / "load")
-        runner.switch_toxics(phases, 0.0)  # the first phase's toxics are on from the first request
-        t0: list[float | None] = [None]
         with Live("starting load ...", console=console, refresh_per_second=4, transient=True) as live:
 
             def progress(stats: dict) -> None:
-                t0[0] = t0[0] or _first_request_at(run_dir / "capture.db")
-                elapsed = time.time() - t0[0] if t0[0] else 0.0
-                phase = runner.switch_toxics(phases, elapsed)
+                elapsed = timeline.elapsed()
+                phase = next((p.name for p in phases if p.start_s <= elapsed < p.end_s), phases[-1].name)
                 live.update(
                     f"{elapsed:4.0f}/{total} s  phase [bold]{phase}[/]  {stats.get('requests', 0):,} req  "
                     f"{stats.get('failures', 0):,} failed  {stats.get('current_rps', 0):,.0f}/s"
                 )
 
             result = load.wait(on_progress=progress)
+        timeline.stopping.set()
         proxy.stop()
+        if timeline.error is not None:
+            raise RuntimeError(f"switching toxics failed: {timeline.error}")
     finally:
+        if timeline is not None:
+            timeline.stopping.set()
         runner.stop_all()
     console.print(
         f"load: {result.requests:,} requests, {result.failures:,} failures, {result.rps:,.1f} req/s",
