@@ -144,14 +144,20 @@ def judge(
     if codec is not None or not (run_dir / CODEC_FILE).exists():
         record = {"name": evidence.codec, "options": codec_options or {}, "detected": codec is None}
         (run_dir / CODEC_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    faults = []
+    faults, dose = [], None
     if scenario is not None:
-        results = scenario_results(evidence, scenario, checks, arm)
-        faults = [{"phase": p.name, "labels": list(p.labels), "start_s": p.start_s, "end_s": p.end_s} for p in scenario.expanded_phases() if p.faulted]
+        results, dose = scenario_results(evidence, scenario, checks, arm, alive=_alive(run_dir))
+        faults = [
+            {"phase": p.name, "labels": list(p.labels), "start_s": p.start_s, "end_s": p.end_s}
+            for p in scenario.expanded_phases()
+            if p.faulted
+        ]
     else:
         results = [check.evaluate(evidence, arm) for check in checks]
     verdict = decide(results)
-    report = build_report(verdict, evidence, run=_run_info(run_dir, evidence), counts=counts, faults=faults)
+    report = build_report(
+        verdict, evidence, run=_run_info(run_dir, evidence), counts=counts, faults=faults, dose_response=dose
+    )
     paths = write_reports(run_dir, report, evidence)
     return Judgement(verdict, report, paths, time.perf_counter() - began)
 
@@ -176,18 +182,33 @@ def phase_masks(evidence, phases) -> dict[str, "np.ndarray"]:
     return masks
 
 
-def scenario_results(evidence, scenario, checks, arm: str) -> list:
-    """Every check of a chaos run: shadow checks on the fault-free phases, steady-state checks
-    per steady-state phase (named `steady:<phase>:<check>`), and one check per fault contract."""
+ALIVE_FILE = "alive.json"  # the runner's liveness probe of each arm's server at the end of the load
+
+
+def _alive(run_dir: Path) -> dict[str, bool] | None:
+    path = run_dir / ALIVE_FILE
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except ValueError as exc:
+        raise JudgeInputError(f"{path}: {exc}") from None
+
+
+def scenario_results(evidence, scenario, checks, arm: str, *, alive: dict[str, bool] | None = None):
+    """Every check of a chaos run, and the dose-response of a sweep (or None).
+
+    Shadow checks judge the fault-free phases; steady-state checks each steady-state phase
+    (named `steady:<phase>:<check>`); one contract check per fault and contract.
+    """
     import dataclasses
 
     import numpy as np
 
+    from harness.checks.contracts import Timeline, contract_checks, dose_response
     from harness.evidence import subset
+    from harness.scenario import base_label
 
     phases = scenario.expanded_phases()
     masks = phase_masks(evidence, phases)
-    evidence = with_toxic_labels(evidence, scenario, phases, masks)
     clean = np.zeros(evidence.n_exchanges, dtype=bool)
     for phase in phases:
         if not phase.faulted:
@@ -199,32 +220,19 @@ def scenario_results(evidence, scenario, checks, arm: str) -> list:
             for check in scenario.steady_state_check_objects():
                 result = check.evaluate(part, arm)
                 results.append(dataclasses.replace(result, name=f"steady:{phase.name}:{result.name}"))
-    return results
+    run_start = float(evidence.started_at.min()) if evidence.n_exchanges else 0.0
+    timeline = Timeline.from_phases(phases, run_start, alive=alive)
+    contracts = scenario.contract_items()
+    results += contract_checks(contracts, evidence, arm=arm, timeline=timeline)
+    dose = None
+    if scenario.sweep is not None:
+        levels = [
+            (label, p.sweep_value)
+            for p in phases
+            if p.sweep_value is not None
+            for label in p.labels
+            if base_label(label) == scenario.sweep.fault
+        ]
+        dose = dose_response(evidence, contracts, levels, arm=arm, timeline=timeline, parameter=scenario.sweep.parameter)
+    return results, dose
 
-
-def with_toxic_labels(evidence, scenario, phases, masks):
-    """Evidence whose fault ledger also names the toxics that were on while each exchange ran.
-
-    Toxics act on a model server's dependency, not on a request, so the proxy's ledger cannot
-    hold them; the phase timeline does. Only arms whose server goes through the toxic proxy
-    get them.
-    """
-    import dataclasses
-
-    import numpy as np
-
-    arms = [arm for arm in scenario.targets.with_dependency() if arm in evidence.arms]
-    toxic_phases = [p for p in phases if p.toxics]
-    if not arms or not toxic_phases:
-        return evidence
-    new_arms = dict(evidence.arms)
-    for arm in arms:
-        columns = evidence.arms[arm]
-        ledger = columns.faults if columns.faults is not None else np.array([()] * evidence.n_exchanges + [None], dtype=object)[:-1]
-        ledger = ledger.copy()
-        for phase in toxic_phases:
-            labels = tuple(phase.toxic_label(t) for t in phase.toxics if t.arms is None or arm in t.arms)
-            for i in np.flatnonzero(masks[phase.name]):
-                ledger[i] = tuple(ledger[i] or ()) + labels
-        new_arms[arm] = dataclasses.replace(columns, faults=ledger)
-    return dataclasses.replace(evidence, arms=new_arms)

@@ -42,6 +42,14 @@ class Runner:
         self.children.append(child)
         return child
 
+    def record_liveness(self) -> None:
+        """Which arms' servers (those started here) are still alive after the load: no_crash reads it."""
+        from harness.judge import ALIVE_FILE
+
+        arms = {"incumbent", "candidate", "baseline"}
+        alive = {c.name: c.process.poll() is None for c in self.children if c.name in arms}
+        (self.run_dir / ALIVE_FILE).write_text(json.dumps(alive) + "\n")
+
     def stop_all(self) -> None:
         for child in reversed(self.children):
             child.stop()
@@ -192,6 +200,7 @@ def run_scenario(path: Path, *, run_dir: Path | None = None) -> int:
 
             result = load.wait(on_progress=progress)
         timeline.stopping.set()
+        runner.record_liveness()
         proxy.stop()
         if timeline.error is not None:
             raise RuntimeError(f"switching toxics failed: {timeline.error}")

@@ -8,6 +8,7 @@ only unescaped content is the SVG the plots module produced.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from markupsafe import Markup
 from harness.evidence import Evidence
 from reports.model import (
     arm_rows,
+    dose_rows,
     fmt_effect,
     fmt_int,
     fmt_num,
@@ -41,8 +43,14 @@ def _environment() -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(num=fmt_num, count=fmt_int, p=fmt_p, effect=fmt_effect, seconds=fmt_seconds)
+    env.filters.update(num=fmt_num, count=fmt_int, p=fmt_p, effect=fmt_effect, seconds=fmt_seconds, ticks=_ticks)
     return env
+
+
+def _ticks(text) -> Markup:
+    """Escape `text`, then show `quoted` parts as <code> (the summaries name contracts so)."""
+    escaped = str(Markup.escape(str(text)))
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped))
 
 
 def pair_summary(evidence: Evidence, arm: str = "candidate", top: int = 8) -> dict:
@@ -92,9 +100,15 @@ def pair_summary(evidence: Evidence, arm: str = "candidate", top: int = 8) -> di
 
 def render_html(report: dict, evidence: Evidence, *, arm: str = "candidate") -> str:
     """The HTML report for `report` (built by build_report), plots drawn from `evidence`."""
-    from reports.plots import all_plots
+    from reports.plots import all_plots, dose_response_plot
 
     plots = [dict(p, svg=Markup(p["svg"])) for p in all_plots(evidence, arm)]
+    dose = report.get("dose_response")
+    dose_view = None
+    if dose is not None:
+        dose_view = dict(dose_rows(dose), summary=list(dose.get("summary") or []), fault=dose.get("fault") or "",
+                         parameter=dose.get("parameter") or "level", svg=Markup(dose_response_plot(dose)),
+                         reference=dose.get("reference"))
     run = report.get("run") or {}
     checks = []
     for c in report.get("checks") or []:
@@ -120,4 +134,5 @@ def render_html(report: dict, evidence: Evidence, *, arm: str = "candidate") -> 
         versions=run.get("versions") or {},
         arm=arm,
         summary=pair_summary(evidence, arm),
+        dose=dose_view,
     )

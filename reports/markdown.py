@@ -5,6 +5,7 @@ from __future__ import annotations
 from reports.model import (
     DASH,
     arm_rows,
+    dose_rows,
     fmt_effect,
     fmt_int,
     fmt_num,
@@ -105,6 +106,10 @@ def render_markdown(report: dict) -> str:
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         lines.append("")
 
+    dose = report.get("dose_response")
+    if dose is not None:
+        lines += _dose_lines(dose)
+
     notes = report.get("notes") or []
     faults = report.get("faults") or []
     if notes or faults:
@@ -119,3 +124,32 @@ def render_markdown(report: dict) -> str:
         shown = ", ".join(f"{k} {v}" for k, v in versions.items() if v and k != "platform")
         lines += [f"<sub>Shadowline report schema {report.get('schema_version')} · {shown}</sub>", ""]
     return "\n".join(lines)
+
+
+def _dose_lines(dose: dict) -> list[str]:
+    """The dose-response section: the sentences naming where each arm first breaks each
+    contract, and a table of levels by contracts (each arm's status and violation rate)."""
+    parameter = dose.get("parameter") or "level"
+    lines = [f"### Dose-response: {_code(dose.get('fault') or '?')} over {_text(parameter)}", ""]
+    for sentence in dose.get("summary") or []:
+        lines.append(f"- {_text(sentence)}")
+    if not dose.get("reference"):
+        lines.append("- No baseline arm: the incumbent model's side under the fault is unknown.")
+    lines.append("")
+    view = dose_rows(dose)
+    if view["rows"] and view["contracts"]:
+        lines += [
+            "| Level | " + _cell(parameter) + " | Faulted | "
+            + " | ".join(_cell(_code(c)) for c in view["contracts"]) + " |",
+            "|---|---:|---|" + "---|" * len(view["contracts"]),
+        ]
+        for row in view["rows"]:
+            cells = []
+            for cell in row["cells"]:
+                cells.append("; ".join(
+                    part["text"].replace(" FAIL ", " **FAIL** ") if part["status"] == "fail" else part["text"]
+                    for part in cell) or DASH)
+            row_cells = (_code(row["label"]), row["value"], row["faulted"] or DASH, *cells)
+            lines.append("| " + " | ".join(_cell(x) for x in row_cells) + " |")
+        lines.append("")
+    return lines

@@ -7,7 +7,9 @@ non-finite numbers become null, dict keys become strings, numpy values become Py
 
 Fields (schema_version 1), in this order:
     schema_version, verdict, reasons, required_n, checks, counts, faults, run,
-    codec, task, notes, exchanges, paired
+    codec, task, notes, exchanges, paired, and dose_response when a fault parameter was swept
+    (harness.checks.contracts.dose_response: per level and arm, each contract's violation rate
+    with its interval, and the level where each arm first breaks it)
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ class ReportSchemaError(ValueError):
 
 
 def build_report(verdict: Verdict, evidence: Evidence, *, run: dict, counts: dict,
-                 faults: list | None = None) -> dict:
+                 faults: list | None = None, dose_response: dict | None = None) -> dict:
     """The report.json document for one judged run.
 
     `run` (id, seed, start, duration, versions, ...) and `counts` (per arm: present, ok,
     errors by kind, statuses) are passed through, made JSON-safe (int keys become strings).
+    `dose_response` (from harness.checks.contracts.dose_response) adds that section; without
+    it the document has no `dose_response` key.
     """
     if verdict.decision not in DECISIONS:
         raise ValueError(f"verdict.decision must be one of {DECISIONS}, not {verdict.decision!r}")
@@ -57,6 +61,8 @@ def build_report(verdict: Verdict, evidence: Evidence, *, run: dict, counts: dic
         "exchanges": int(evidence.n_exchanges),
         "paired": {name: int(pairs.n) for name, pairs in evidence.pairs.items()},
     }
+    if dose_response is not None:
+        doc["dose_response"] = dose_response
     return json_safe(doc)
 
 
@@ -273,3 +279,32 @@ def arm_rows(report: dict) -> list[dict]:
             "statuses": ", ".join(f"{code}: {fmt_int(n)}" for code, n in statuses.items()) or DASH,
         })
     return rows
+
+
+def dose_rows(dose: dict) -> dict:
+    """The dose-response section as display rows: one row per level, one cell per contract
+    listing each arm's status and violation rate ('candidate FAIL 100.0% of 46')."""
+    contracts = dose.get("contracts") or []
+    rows = []
+    for i, level in enumerate(dose.get("levels") or []):
+        cells = []
+        for c in contracts:
+            points = c.get("points") or []
+            point = points[i] if i < len(points) else {}
+            parts = []
+            for arm in c.get("arms") or []:
+                a = (point.get("arms") or {}).get(arm) or {}
+                status = a.get("status")
+                word = {"fail": "FAIL", "pass": "pass", "inconclusive": "inconclusive", "n/a": "n/a"}.get(status, "")
+                rate = a.get("rate")
+                if not a.get("n"):
+                    text = f"{arm} n/a (no requests)"
+                else:
+                    share = f"{100.0 * rate:.1f}%" if rate is not None else DASH
+                    text = " ".join(x for x in (arm, word, f"{share} of {fmt_int(a.get('n'))}") if x)
+                parts.append({"arm": arm, "status": status, "text": text})
+            cells.append(parts)
+        metrics = level.get("metrics") or {}
+        rows.append({"label": level.get("label", ""), "value": fmt_num(level.get("value")), "cells": cells,
+                     "faulted": ", ".join(f"{arm} {fmt_int(m.get('faulted'))}" for arm, m in metrics.items())})
+    return {"contracts": [c.get("name", "") for c in contracts], "rows": rows}

@@ -570,6 +570,99 @@ def errors_over_time(evidence: Evidence, arms: Sequence[str] | None = None) -> s
     return _draw("err", title, 10.5, height, draw)
 
 
+# ----------------------------------------------------------------------------------------
+# Dose-response (a swept fault parameter)
+
+
+def _dose_axis(ax, values: list[float]) -> None:
+    """Linear x axis for a narrow range; symmetric-log when the levels span decades (0 kept)."""
+    positive = sorted(v for v in values if v > 0)
+    if len(positive) >= 2 and positive[-1] / positive[0] > 20 and min(values) >= 0:
+        ax.set_xscale("symlog", linthresh=positive[0], linscale=0.5)
+        ax.xaxis.set_major_locator(FixedLocator(sorted(set(values))))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(FixedLocator(sorted(set(values))) if len(set(values)) <= 8 else MaxNLocator(8))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    lo, hi = min(values), max(values)
+    if ax.get_xscale() == "linear":
+        pad = (hi - lo) * 0.05 if hi > lo else max(abs(hi) * 0.1, 0.5)
+        ax.set_xlim(lo - pad, hi + pad)
+    else:  # every level on the axis, the ones without data (never fired) included
+        ax.set_xlim(lo - 0.3 * positive[0] if lo == 0 else lo / 1.3, hi * 1.3)
+
+
+def dose_response_plot(dose: dict | None) -> str:
+    """One panel per contract: x the swept value, y each arm's violation rate with its
+    confidence interval as error bars; a failed level is drawn as a cross and the first break
+    per arm is marked with a dashed line. Levels where the fault never fired are left out."""
+    title = "Dose-response"
+    if not dose or not dose.get("levels"):
+        return placeholder(title, "no sweep levels")
+    contracts = [c for c in dose.get("contracts") or [] if c.get("points")]
+    if not contracts:
+        return placeholder(title, "no contract on the swept fault")
+    panels = []
+    for c in contracts:
+        series = []
+        for arm in c.get("arms") or []:
+            xs, ys, lo, hi, failed = [], [], [], [], []
+            for pt in c["points"]:
+                a = (pt.get("arms") or {}).get(arm) or {}
+                rate, value = a.get("rate"), pt.get("value")
+                if rate is None or value is None or not a.get("n"):
+                    continue
+                xs.append(float(value))
+                ys.append(float(rate))
+                lo.append(max(0.0, float(rate) - float(a["ci_low"] if a.get("ci_low") is not None else rate)))
+                hi.append(max(0.0, float(a["ci_high"] if a.get("ci_high") is not None else rate) - float(rate)))
+                failed.append(a.get("status") == "fail")
+            if xs:
+                series.append((arm, xs, ys, lo, hi, failed, (c.get("first_break") or {}).get(arm)))
+        panels.append((c, series))
+    if not any(series for _, series in panels):
+        return placeholder(title, "no level with faulted requests")
+    values = [float(lv["value"]) for lv in dose["levels"] if lv.get("value") is not None]
+    word = dose.get("parameter") or "level"
+    cols = min(3, len(panels))
+    rows = int(math.ceil(len(panels) / cols))
+
+    def draw(fig: Figure) -> None:
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
+        for ax, (c, series) in zip(axes, panels):
+            for k, (arm, xs, ys, lo, hi, failed, first) in enumerate(series):
+                colour = _colour(arm)
+                style = "--" if k else "-"
+                ax.errorbar(xs, ys, yerr=[lo, hi], color=colour, linestyle=style, linewidth=1.4, marker="o",
+                            markersize=4, capsize=3, elinewidth=1, label=arm)
+                fx = [x for x, f in zip(xs, failed) if f]
+                fy = [y for y, f in zip(ys, failed) if f]
+                if fx:
+                    ax.plot(fx, fy, linestyle="none", marker="X", markersize=9, color=colour,
+                            markeredgecolor="#222222", markeredgewidth=0.6, zorder=4)
+                if first:
+                    ax.axvline(float(first["value"]), color=colour, linestyle=":", linewidth=1.4)
+                    ax.annotate(f"{arm} breaks at {float(first['value']):g}", xy=(float(first["value"]), 1.0),
+                                xycoords=("data", "axes fraction"), xytext=(3, -10 - 11 * k),
+                                textcoords="offset points", fontsize=7, color=ARM_TEXT.get(arm, "#333333"))
+            _dose_axis(ax, values)
+            ax.set_ylim(-0.03, 1.08)
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.set_title(c["name"], loc="left")
+            ax.set_xlabel(f"{dose.get('fault') or 'fault'}: {word}")
+            ax.set_ylabel({"no_worse_than_incumbent": "error rate", "production_unaffected": "incumbent error rate",
+                           "within_latency": "share over the bound"}.get(c["name"], "violation rate"))
+            if series:
+                ax.legend(loc="center right", fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "no faulted requests", transform=ax.transAxes, ha="center", va="center",
+                        color="#888888")
+
+    return _draw("dose", "Dose-response: violation rate per arm and level", 10.5, 0.6 + 3.0 * rows, draw)
+
+
 def all_plots(evidence: Evidence, arm: str = "candidate") -> list[dict]:
     """The report's five plots in order, each {key, title, svg, caption}."""
     return [

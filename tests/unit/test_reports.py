@@ -437,3 +437,116 @@ def test_html_renders_in_headless_chromium(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1280, 2400)
+
+
+# ----------------------------------------------------------------------------------------
+# Dose-response (a swept fault parameter)
+
+
+def _dose_point(label, value, cand, base):
+    def side(status, n, v):
+        rate = v / n if n else None
+        return {"status": status, "n": n, "violations": v, "rate": rate,
+                "ci_low": None if not n else max(0.0, rate - 0.05), "ci_high": None if not n else min(1.0, rate + 0.05)}
+    return {"label": label, "value": value, "arms": {"candidate": side(*cand), "baseline": side(*base)}}
+
+
+def make_dose(levels=((0, ("n/a", 0, 0), ("n/a", 0, 0)), (0.01, ("fail", 8, 8), ("pass", 8, 0)),
+                      (0.05, ("fail", 40, 40), ("pass", 40, 0)), (0.5, ("fail", 400, 400), ("pass", 400, 0))),
+              with_contract=True) -> dict:
+    points = [_dose_point(f"nan@{v:g}", v, c, b) for v, c, b in levels]
+    broken = [p for p in points if p["arms"]["candidate"]["status"] == "fail"]
+    contracts = [{
+        "name": "clean_4xx", "key": "nan", "measure": "share of faulted requests not refused with a clean 4xx",
+        "arms": ["candidate", "baseline"], "points": points,
+        "first_break": {"candidate": {"label": broken[0]["label"], "value": broken[0]["value"]} if broken else None,
+                        "baseline": None},
+        "holds_up_to": {"candidate": None, "baseline": levels[-1][0] if levels else None},
+        "summary": "the candidate first breaks `clean_4xx` at probability 0.01; the incumbent (baseline) holds up to 0.5",
+    }] if with_contract else []
+    return {"fault": "nan", "parameter": "probability", "arm": "candidate", "reference": "baseline",
+            "levels": [{"label": f"nan@{v:g}", "value": v,
+                        "metrics": {"candidate": {"exchanges": 800, "faulted": c[1]},
+                                    "baseline": {"exchanges": 800, "faulted": b[1]}}} for v, c, b in levels],
+            "contracts": contracts, "summary": [c["summary"] for c in contracts]}
+
+
+def test_report_without_a_sweep_has_no_dose_response_section():
+    report, evidence = report_for(GO)
+    assert "dose_response" not in report
+    assert "Dose-response" not in render_markdown(report) and 'id="dose-response"' not in render_html(report, evidence)
+
+
+def test_dose_response_section_in_json_markdown_and_html(tmp_path):
+    evidence = make_evidence(400)
+    dose = make_dose()
+    report = build_report(make_verdict(NO_GO), evidence, run=RUN, counts=counts_of(evidence), dose_response=dose)
+    validate_report(report)
+    assert report["dose_response"]["contracts"][0]["first_break"]["candidate"]["label"] == "nan@0.01"
+    md = render_markdown(report)
+    assert "### Dose-response: `nan` over probability" in md
+    assert "- the candidate first breaks `clean_4xx` at probability 0.01; the incumbent (baseline) holds up to 0.5" in md
+    assert "| `nan@0.05` | 0.05 |" in md and "candidate **FAIL** 100.0% of 40" in md and "baseline pass 0.0% of 40" in md
+    assert "candidate n/a (no requests)" in md
+    page = render_html(report, evidence)
+    _assert_self_contained(page)
+    assert 'id="dose-response"' in page and 'id="plot-dose-response"' in page
+    assert "the candidate first breaks <code>clean_4xx</code> at probability 0.01" in page
+    assert page.count("<svg") == 6 and 'aria-label="Dose-response' in page
+    ids = re.findall(r'\sid="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+    write_reports(tmp_path, report, evidence)
+    bad = json.loads(json.dumps(report))
+    bad["dose_response"]["contracts"][0]["points"][1]["arms"]["candidate"]["status"] = "broken"
+    with pytest.raises(ReportSchemaError):
+        validate_report(bad)
+
+
+@pytest.mark.parametrize("dose", [
+    make_dose(levels=()),  # no sweep levels
+    make_dose(levels=((0.05, ("fail", 40, 40), ("pass", 40, 0)),)),  # one level
+    make_dose(levels=((0, ("n/a", 0, 0), ("n/a", 0, 0)), (0.1, ("inconclusive", 0, 0), ("inconclusive", 0, 0)))),  # nothing faulted
+    make_dose(with_contract=False),  # no contract on the swept fault
+    dict(make_dose(), reference=None),  # no baseline
+])
+def test_degenerate_dose_response_renders(dose, tmp_path):
+    evidence = make_evidence(100)
+    report = build_report(make_verdict(UNDECIDED), evidence, run=RUN, counts=counts_of(evidence), dose_response=dose)
+    paths = write_reports(tmp_path, report, evidence)
+    page = paths["html"].read_text()
+    assert 'id="plot-dose-response"' in page and page.count("<svg") == 6
+    assert "### Dose-response" in paths["md"].read_text()
+    svg = plots.dose_response_plot(dose)
+    if not dose["levels"] or not dose["contracts"] or not any(
+            a["n"] for c in dose["contracts"] for p in c["points"] for a in p["arms"].values()):
+        assert 'class="plot placeholder"' in svg
+    else:
+        assert 'class="plot"' in svg
+    if dose.get("reference") is None:
+        assert "incumbent model's side under the fault is unknown" in page
+
+
+def test_dose_response_plot_from_the_contracts_module():
+    from harness.checks.contracts import dose_response
+
+    n = 1200
+    t = np.arange(n) * 0.01
+    level = np.repeat([0.0, 0.1, 0.5], 400)
+    rng = np.random.default_rng(5)
+    hit = rng.random(n) < level
+    faults = np.empty(n, dtype=object)
+    faults[:] = [(f"nan@{lv:g}",) if h else () for lv, h in zip(level, hit)]
+
+    def arm(bad):
+        status = np.where(hit, bad, 200).astype(np.int64)
+        return ArmColumns(np.ones(n, bool), status, np.full(n, 0.01), np.full(n, None, dtype=object),
+                          status == 200, faults, status == 200)
+
+    evidence = Evidence(1.7e9 + t, {"incumbent": arm(200), "candidate": arm(500), "baseline": arm(400)}, {})
+    dose = dose_response(evidence, {"nan": ["no_5xx"]}, [("nan@0", 0.0), ("nan@0.1", 0.1), ("nan@0.5", 0.5)],
+                         parameter="probability")
+    assert dose["contracts"][0]["first_break"]["candidate"]["label"] == "nan@0.1"
+    svg = plots.dose_response_plot(dose)
+    assert 'class="plot"' in svg and "placeholder" not in svg
+    report = build_report(make_verdict(NO_GO), evidence, run=RUN, counts=counts_of(evidence), dose_response=dose)
+    validate_report(report)
