@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.cli import EXIT_USAGE, main
@@ -42,3 +44,20 @@ def test_bad_usage_is_exit_2_with_a_message_naming_the_option(argv, names, capsy
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("shadowline ")
+
+
+def test_scenario_validate_names_the_file_and_field(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nphases:\n  - name: a\n    duration_s: 10\n    faults:\n      - {type: nan, probability: 2}\n")
+    assert main(["scenario", "validate", str(bad)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert str(bad) in err and "phases[0].faults[0].probability" in err and "Traceback" not in err
+    assert main(["run", str(bad)]) == EXIT_USAGE  # nothing is started for a bad scenario
+
+
+def test_scenario_validate_and_schema_succeed_on_the_library(capsys):
+    library = Path(__file__).resolve().parents[2] / "scenarios" / "nan-storm.yaml"
+    assert main(["scenario", "validate", str(library)]) == 0
+    assert capsys.readouterr().out.startswith(f"ok: {library}")
+    assert main(["scenario", "schema"]) == 0
+    assert '"title": "Shadowline scenario"' in capsys.readouterr().out
