@@ -1,22 +1,30 @@
 """Capture -> Evidence: decode every arm's responses and pair predictions row by row.
 
-For each arm, the 2xx bodies are decoded once per distinct body (responses repeat: a label-only
-model answers a handful of distinct bodies) through the codec's batch path, giving one row
-table per arm. Pairs are then built with numpy alone: an exchange contributes its rows when
-the incumbent and the other arm both answered 2xx, both decoded, and both returned the same
-number of rows. A 2xx body that does not decode is an outcome, counted as a `protocol` error
-in the evidence columns and explained in `notes`, never an exception.
+For each arm, its 2xx bodies are decoded through the codec's batch path (templated: bodies
+that share a layout are decoded together, see `harness.codecs.template`), giving one row table
+per arm. Pairs are then built with numpy alone: an exchange contributes its rows when the
+incumbent and the other arm both answered 2xx, both decoded, and both returned the same number
+of rows. A 2xx body that does not decode is an outcome, counted as a `protocol` error in the
+evidence columns and explained in `notes`, never an exception.
 
 Scores, per row: binary probabilities -> P(class 1); multiclass -> the probability of the
 incumbent's label (for both arms, so the two are comparable); no probabilities but a value ->
 the value (regression, or a score next to a label); labels only -> NaN. Labels come from the
 label output, else the argmax of the probabilities, else -1.
+
+Speed: a capture is read in seq spans, each span by one task (`CaptureReader.judge_read`: the
+small columns and the answered bodies, then the decoding). A large capture's tasks run in
+worker processes (fork, one per core), a small one's in this process; the tasks are the same,
+so the result is too.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +33,14 @@ from harness.capture import CaptureReader
 from harness.codecs import Codec, detect_codec
 from harness.codecs.base import PredictionBatch
 from harness.codecs.detect import SAMPLE
+from harness.codecs.template import decode_buffer
 from harness.evidence import ArmColumns, Evidence, Pairs
-from harness.records import BASELINE, CANDIDATE, INCUMBENT, PROTOCOL
+from harness.records import ARMS, BASELINE, CANDIDATE, INCUMBENT, PROTOCOL
 
 _EXAMPLES = 3  # distinct decode errors quoted per arm in the notes
+PARALLEL_MIN = 50_000  # exchanges: fewer are judged in this process (starting workers costs more)
+WORKERS = 2  # worker processes for a large capture
+_SPAN = 100_000  # seq span per task in workers: small enough to balance, big enough to pay
 
 
 @dataclass(frozen=True)
@@ -48,62 +60,257 @@ class _ArmRows:
 
 
 def build_evidence(reader: CaptureReader, codec: Codec | None = None, *,
-                   arms: Sequence[str] = (CANDIDATE, BASELINE)) -> Evidence:
+                   arms: Sequence[str] = (CANDIDATE, BASELINE), workers: int | None = None,
+                   templated: bool | None = None) -> Evidence:
     """Decode a capture into per-exchange columns and paired predictions.
 
     `arms` are the arms compared with the incumbent; those that never took part in an exchange
     are left out of `Evidence.arms` and `Evidence.pairs` (and noted). With no codec, it is
     detected from the responses (DecodeError, a ValueError, when they are neither v2 nor v1).
+    `workers`: processes to read and decode in (default: `WORKERS` from `PARALLEL_MIN`
+    exchanges, else none); `templated`: as for `Codec.decode_responses`. Neither changes the result.
     """
-    others = [a for a in dict.fromkeys(arms) if a != INCUMBENT]
-    cols = reader.columns((INCUMBENT, *others))
-    notes: list[str] = []
-    for arm in others:
-        if not cols[f"{arm}_present"].any():
-            notes.append(f"{arm}: not in this capture")
-    others = [a for a in others if cols[f"{a}_present"].any()]
-    names = [INCUMBENT, *others]
+    return EvidenceJob(reader, codec, arms=arms, workers=workers, templated=templated).result()
 
-    answered = {arm: _answered(cols, arm) for arm in names}
-    n = len(cols["seq"])
-    rows: dict[str, _ArmRows] = {}
-    for arm in names:  # one arm's bodies in memory at a time: they are the bulk of a capture
-        if not answered[arm].any():
-            rows[arm] = _nothing_decoded(n)
-            continue
-        bodies = reader.bodies(arm)
-        if codec is None:  # detected from the first arm with 2xx answers (normally the incumbent)
-            codec = _detect(arm, answered[arm], bodies, notes)
-        rows[arm], failures = _decode_arm(codec, bodies, answered[arm])
-        del bodies
-        if failures:
-            total = sum(failures.values())
-            examples = "; ".join(f"{msg} ({k}x)" for msg, k in failures.most_common(_EXAMPLES))
+
+class EvidenceJob:
+    """`build_evidence`, started here and finished by `result()`: with workers, the capture is
+    read and decoded while this process does something else meanwhile (its imports, say).
+
+        job = EvidenceJob(reader, codec)   # returns at once; the reader must stay open
+        ...                                # other work
+        evidence = job.result()            # DecodeError (no codec fits) is raised here
+    """
+
+    def __init__(self, reader: CaptureReader, codec: Codec | None = None, *,
+                 arms: Sequence[str] = (CANDIDATE, BASELINE), workers: int | None = None,
+                 templated: bool | None = None):
+        self.reader, self.codec, self.templated = reader, codec, templated
+        self.others = [a for a in dict.fromkeys(arms) if a != INCUMBENT]
+        self.read = (INCUMBENT, *self.others)
+        self.version = reader.data_version()
+        lo, hi = reader.seq_bounds()
+        if workers is None:
+            workers = WORKERS if hi - lo + 1 >= PARALLEL_MIN else 0
+        pieces = max(2 * workers, -(-(hi - lo + 1) // _SPAN)) if workers else 1
+        edges = np.linspace(lo - 1, hi, pieces + 1).round().astype(np.int64).tolist()
+        self.spans = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a] or [(lo - 1, hi)]
+        rare = reader.rare_arms(self.read)  # (the baseline, usually) counted first, read only if there
+        # What every body of an arm starts with stays in SQLite: fewer bytes to copy and scan.
+        self.prefixes = {arm: reader.common_prefix(arm) for arm in self.read if arm not in rare}
+        self.tasks = _Tasks(reader, workers)
+        # With a codec, one pass reads and decodes everything; without, the columns come first
+        # (detection samples the answered bodies of the first arm that has any).
+        self.pending = self.tasks.submit(self.spans, self.read, self.read if codec is not None else (), rare,
+                                         self.prefixes, codec, templated)
+
+    def result(self) -> Evidence:
+        try:
+            return self._finish()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the workers (result() does); pending work is dropped."""
+        self.tasks.close()
+
+    def __enter__(self) -> EvidenceJob:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _finish(self) -> Evidence:
+        reader, codec, read, others, spans = self.reader, self.codec, self.read, self.others, self.spans
+        notes: list[str] = []
+        parts = self.tasks.gather(self.pending)
+        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "counts"
+                and not k.endswith(("_answered", "_decoded", "_failures", "_flags", "_pairs", "_mismatched"))}
+        if set(read) == set(ARMS):  # judge() asks for summary() next: the same rows, already counted
+            reader.keep_summary(reader.add_counts(p["counts"] for p in parts), self.version)
+        for arm in others:
+            if not cols[f"{arm}_present"].any():
+                notes.append(f"{arm}: not in this capture")
+        others = [a for a in others if cols[f"{a}_present"].any()]
+        names = [INCUMBENT, *others]
+        answered = {arm: _answered(cols, arm) for arm in names}
+        n = len(cols["seq"])
+        if codec is None:
+            first = next((arm for arm in names if answered[arm].any()), None)
+            if first is not None:  # detected from the first arm with 2xx answers (normally the incumbent)
+                codec = _detect(reader, first, answered[first], cols["seq"], notes)
+                wanted = tuple(arm for arm in names if answered[arm].any())
+                parts = self.tasks.gather(self.tasks.submit(spans, (), wanted, (), self.prefixes, codec,
+                                                            self.templated))
+        spans_ok = all(np.array_equal(np.concatenate([p[f"{arm}_answered"] for p in parts]), answered[arm])
+                       for arm in names if answered[arm].any())
+        if not spans_ok:  # odd values (a REAL status, say) that SQL and numpy compare differently
+            return _evidence_by_arm(reader, codec, cols, names, others, answered, notes)
+        decoded, failures, flags = {}, {}, {}
+        for arm in names:
+            if answered[arm].any():
+                decoded[arm] = np.concatenate([p[f"{arm}_decoded"] for p in parts])
+                failures[arm] = Counter(m for p in parts for m in p[f"{arm}_failures"])
+                flags[arm] = tuple(any(p[f"{arm}_flags"][i] for p in parts) for i in (0, 1))
+            else:
+                decoded[arm], failures[arm], flags[arm] = np.zeros(n, dtype=bool), Counter(), (False, False)
+        task = _task_of([flags[arm] for arm in names])
+        pairs, mismatched = {}, {}
+        offsets = np.cumsum([0] + [len(p["seq"]) for p in parts])
+        for arm in others:
+            span_pairs = [p[f"{arm}_pairs"] for p in parts] if answered[arm].any() else []
+            pairs[arm] = _joined_pairs(span_pairs, offsets, regression=task == "regression")
+            mismatched[arm] = sum(p[f"{arm}_mismatched"] for p in parts) if answered[arm].any() else 0
+        return _assemble(cols, names, others, answered, decoded, failures, pairs, mismatched, task, codec, notes)
+
+
+def _assemble(cols, names, others, answered, decoded, failures, pairs, mismatched, task, codec, notes) -> Evidence:
+    for arm in names:
+        if failures[arm]:
+            total = sum(failures[arm].values())
+            examples = "; ".join(f"{msg} ({k}x)" for msg, k in failures[arm].most_common(_EXAMPLES))
             notes.append(f"{arm}: {total} 2xx responses not decodable as {codec.name} "
                          f"(counted as protocol errors): {examples}")
     if codec is None:
         notes.append("no codec: no arm answered 2xx, so there is nothing to decode")
-
     evidence_arms = {}
     for arm in names:
         error = cols[f"{arm}_error"]
-        undecodable = answered[arm] & ~rows[arm].decoded
+        undecodable = answered[arm] & ~decoded[arm]
         if undecodable.any():
             error = error.copy()
             error[undecodable] = PROTOCOL
         evidence_arms[arm] = ArmColumns(
             present=cols[f"{arm}_present"], status=cols[f"{arm}_status"], latency_s=cols[f"{arm}_latency_s"],
-            error=error, decoded=rows[arm].decoded)
-
-    task = _task(rows, names)
-    pairs = {}
+            error=error, decoded=decoded[arm])
     for arm in others:
-        pairs[arm], mismatched = _pair(rows[INCUMBENT], rows[arm], regression=task == "regression")
-        if mismatched:
-            notes.append(f"{arm}: {mismatched} exchanges where {arm} and {INCUMBENT} returned different "
+        if mismatched[arm]:
+            notes.append(f"{arm}: {mismatched[arm]} exchanges where {arm} and {INCUMBENT} returned different "
                          f"numbers of rows (not paired)")
     return Evidence(started_at=cols["started_at"], arms=evidence_arms, pairs=pairs, task=task,
                     codec=codec.name if codec else "", notes=notes)
+
+
+def _evidence_by_arm(reader, codec, cols, names, others, answered, notes) -> Evidence:
+    """The whole-capture way (every body of an arm in memory at once), for when spans cannot be trusted."""
+    n = len(cols["seq"])
+    rows, failures = {}, {}
+    for arm in names:
+        if answered[arm].any():
+            rows[arm], failures[arm] = _decode_arm(codec, reader.bodies(arm), answered[arm])
+        else:
+            rows[arm], failures[arm] = _nothing_decoded(n), Counter()
+    task = _task_of([(rows[arm].is_classifier, rows[arm].has_values) for arm in names])
+    pairs, mismatched = {}, {}
+    for arm in others:
+        pairs[arm], mismatched[arm] = _pair(rows[INCUMBENT], rows[arm], regression=task == "regression")
+    return _assemble(cols, names, others, answered, {a: rows[a].decoded for a in names}, failures, pairs,
+                     mismatched, task, codec, notes)
+
+
+def _joined_pairs(spans: list[Pairs], offsets: np.ndarray, *, regression: bool) -> Pairs:
+    """Pairs of consecutive spans as one (exchange indices shifted to the whole capture)."""
+    if not spans:
+        empty_i, empty_f = np.empty(0, dtype=np.int64), np.empty(0)
+        spans = [Pairs(empty_i, empty_i, empty_i, empty_f, empty_f)]
+        offsets = np.zeros(2, dtype=np.int64)
+    exchange = np.concatenate([p.exchange + base for p, base in zip(spans, offsets.tolist())])
+    label_inc = np.concatenate([p.label_incumbent for p in spans])
+    label_other = np.concatenate([p.label_other for p in spans])
+    if regression:  # Evidence: labels are -1 for a regression output
+        label_inc = np.full(len(exchange), -1, dtype=np.int64)
+        label_other = label_inc.copy()
+    return Pairs(exchange, label_inc, label_other, np.concatenate([p.score_incumbent for p in spans]),
+                 np.concatenate([p.score_other for p in spans]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks: one seq span each, in worker processes or here
+
+
+def _read_span(source, arms: tuple, bodies: tuple, rare: tuple, prefixes: dict, codec: Codec | None,
+               templated: bool | None, after: int, upto: int) -> dict:
+    """One span: the judge's columns of `arms`; for `bodies`, their answered bodies decoded
+    (per exchange: decoded; the failures; the task flags) and each one's pairs with the incumbent."""
+    reader = source if isinstance(source, CaptureReader) else CaptureReader(source)
+    try:
+        data = reader.judge_read(arms, bodies=bodies, after=after, upto=upto, rare=rare, prefixes=prefixes)
+    finally:
+        if reader is not source:
+            reader.close()
+    rows = {}
+    for arm in bodies:
+        buffer, lengths = data.pop(f"{arm}_body_buffer"), data.pop(f"{arm}_body_lengths")
+        values, prefixed = data.pop(f"{arm}_body_values"), data.pop(f"{arm}_body_prefixed")
+        answered = data[f"{arm}_answered"]
+        if not answered.any():
+            rows[arm], errors = _nothing_decoded(len(answered)), {}
+        else:
+            if values is not None:  # a body that is not a BLOB: the values as they are
+                batch = codec.decode_responses(values, templated=templated)
+            else:
+                batch = decode_buffer(codec, buffer, lengths, templated=templated, prefix=prefixes.get(arm, b""),
+                                      prefixed=prefixed)
+            rows[arm], errors = _arm_rows(answered, batch)
+        data[f"{arm}_decoded"] = rows[arm].decoded
+        data[f"{arm}_failures"] = list(errors.values())
+        data[f"{arm}_flags"] = (rows[arm].is_classifier, rows[arm].has_values)
+    if bodies:
+        incumbent = rows.get(INCUMBENT) or _nothing_decoded(len(data["seq"]))
+        for arm in bodies:
+            if arm != INCUMBENT:
+                data[f"{arm}_pairs"], data[f"{arm}_mismatched"] = _pair(incumbent, rows[arm], regression=False)
+    return data
+
+
+class _Tasks:
+    """Runs `_read_span` over spans: in a pool of forked workers, or here (when asked for)."""
+
+    def __init__(self, reader: CaptureReader, workers: int):
+        self.reader = reader
+        self.pool = None
+        if workers > 0 and "fork" in multiprocessing.get_all_start_methods():
+            # fork: the workers start in milliseconds with everything imported; each opens its
+            # own read-only connection (SQLite connections must not cross a fork).
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+
+    def submit(self, spans: list, arms: tuple, bodies: tuple, rare: tuple, prefixes: dict, codec, templated
+               ) -> tuple:
+        args = [(arms, bodies, rare, prefixes, codec, templated, a, b) for a, b in spans]
+        futures = None
+        if self.pool is not None:
+            try:
+                futures = [self.pool.submit(_read_span, str(self.reader.path), *x) for x in args]
+            except BrokenProcessPool:
+                self.close()
+        return args, futures
+
+    def gather(self, pending: tuple) -> list[dict]:
+        args, futures = pending
+        if futures is not None:
+            try:
+                return [f.result() for f in futures]
+            except BrokenProcessPool:  # a worker died (killed, out of memory): carry on here
+                self.close()
+        return [_read_span(self.reader, *x) for x in args]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+def _arm_rows(answered: np.ndarray, batch: PredictionBatch) -> tuple[_ArmRows, dict]:
+    """Per-exchange rows from the batch of the answered exchanges' bodies (in order), and its errors."""
+    n = len(answered)
+    idx = np.flatnonzero(answered)
+    decoded = np.zeros(n, dtype=bool)
+    rows = np.zeros(n, dtype=np.int64)
+    start = np.zeros(n, dtype=np.int64)
+    decoded[idx] = batch.decoded
+    rows[idx] = batch.rows
+    start[idx] = batch.offsets[:-1]
+    return _row_table(batch, decoded, rows, start), batch.errors
 
 
 def _answered(cols: dict, arm: str) -> np.ndarray:
@@ -112,16 +319,17 @@ def _answered(cols: dict, arm: str) -> np.ndarray:
     return cols[f"{arm}_present"] & (status >= 200) & (status < 300) & np.equal(cols[f"{arm}_error"], None)
 
 
-def _detect(arm: str, answered: np.ndarray, bodies: list, notes: list[str]) -> Codec:
+def _detect(reader: CaptureReader, arm: str, answered: np.ndarray, seq: np.ndarray, notes: list[str]) -> Codec:
     """The codec from a spread sample of one arm's 2xx bodies; DecodeError when unrecognisable."""
     idx = np.flatnonzero(answered)
     idx = idx[:: max(1, len(idx) // SAMPLE)]  # spread over the run, not just its first seconds
-    codec, reason = detect_codec((), [bodies[i] for i in idx.tolist()])
+    codec, reason = detect_codec((), reader.bodies_at(arm, seq[idx].tolist()))
     notes.append(f"codec detected from the {arm}'s responses: {reason}")
     return codec
 
 
 def _decode_arm(codec: Codec, bodies: list, answered: np.ndarray) -> tuple[_ArmRows, Counter]:
+    """Decoded rows from every body of an arm (the way round when `judge_read` cannot be used)."""
     n = len(answered)
     idx = np.flatnonzero(answered)
     distinct: dict = {}
@@ -171,14 +379,14 @@ def _nothing_decoded(n: int) -> _ArmRows:
                     np.empty((0, 0)), np.empty(0), np.empty(0, bool), False, False)
 
 
-def _task(rows: dict[str, _ArmRows], names: list[str]) -> str:
+def _task_of(flags: list[tuple[bool, bool]]) -> str:
     """Regression when the outputs are values with no label or probabilities (the incumbent
-    decides; another arm only when the incumbent decoded nothing)."""
-    for arm in names:
-        r = rows[arm]
-        if r.is_classifier:
+    decides; another arm only when the incumbent decoded nothing). `flags`: per arm in order,
+    (some body had a label or probabilities, some body had a value)."""
+    for is_classifier, has_values in flags:
+        if is_classifier:
             return "classification"
-        if r.has_values:
+        if has_values:
             return "regression"
     return "classification"
 

@@ -173,6 +173,7 @@ class GenericCodec(Codec):
     """JSON read through selectors: `GenericCodec(select="label=predictions[*].label")`."""
 
     name = "generic"
+    templated = True  # outputs copy the JSON numbers as they are
 
     def __init__(self, *, select: str | Mapping[str, str]):
         self.select_spec = select if isinstance(select, str) else ",".join(f"{k}={v}" for k, v in select.items())

@@ -46,6 +46,7 @@ class V1Codec(Codec):
     """TF-Serving / KServe v1 REST; see the module docstring for how outputs are read."""
 
     name = "v1"
+    templated = True  # outputs copy the JSON numbers as they are
 
     def __init__(self, *, label_key: str | None = None, probabilities_key: str | None = None,
                  score_key: str | None = None, scalars: str = "auto", feature_names: list[str] | None = None):

@@ -94,6 +94,7 @@ class V2Codec(Codec):
     """Open Inference Protocol v2 REST; see the module docstring for the defaults."""
 
     name = "v2"
+    templated = True  # outputs copy the JSON numbers as they are
 
     def __init__(self, *, label_output: str | None = None, probabilities_output: str | None = None,
                  score_output: str | None = None, feature_names: list[str] | None = None):

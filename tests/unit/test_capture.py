@@ -399,3 +399,118 @@ def test_merge_two_shards(tmp_path):
     with pytest.raises(CaptureError, match="missing.db"):
         merge([shards[0], tmp_path / "missing.db"], tmp_path / "m2.db")
     assert not (tmp_path / "m2.db").exists()  # bad shards are found before anything is written
+
+
+# ---------------------------------------------------------------------------------------------
+# judge_read: columns() without the strings, plus the answered bodies, in spans
+
+
+def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype == object:
+        return [(type(x), x) for x in a.tolist()] == [(type(x), x) for x in b.tolist()]
+    return np.array_equal(a.view(np.int64), b.view(np.int64)) if a.dtype.kind == "f" else np.array_equal(a, b)
+
+
+def _odd_capture(path: Path) -> list[Exchange]:
+    exchanges = all_combinations() * 3
+    with write_all(path, exchanges):
+        pass
+    conn = sqlite3.connect(path)  # values the writer never makes, but a capture may hold
+    conn.execute("UPDATE exchanges SET candidate_status = 250.5 WHERE seq = 40")
+    conn.execute("UPDATE exchanges SET incumbent_body = 'a text body' WHERE seq = 41 AND incumbent_status = 200")
+    conn.execute("UPDATE exchanges SET baseline_error = 'mystery' WHERE seq = 42")
+    conn.execute("UPDATE exchanges SET candidate_body = x'7b00ff7d' WHERE candidate_status = 200")
+    conn.commit()
+    conn.close()
+    return exchanges
+
+
+@pytest.mark.parametrize("chunk", [3, 10_000])
+def test_judge_read_matches_columns_and_bodies(tmp_path, monkeypatch, chunk):
+    import harness.capture
+
+    monkeypatch.setattr(harness.capture, "_AGGREGATE_ROWS", chunk)
+    path = tmp_path / "c.db"
+    _odd_capture(path)
+    with CaptureReader(path) as r:
+        cols = r.columns()
+        lo, hi = r.seq_bounds()
+        prefixes = {"incumbent": b'{"predictions": [', "candidate": b"{", "baseline": b"\x00\x01"}
+        for rare, prefix in (((), None), (("baseline",), prefixes), (ARMS, prefixes)):
+            # rare arms are counted first, then read all the same; prefixes come back below
+            parts = [r.judge_read(ARMS, bodies=ARMS, after=a, upto=min(a + 25, hi), rare=rare, prefixes=prefix)
+                     for a in range(lo - 1, hi, 25)]
+            got = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]
+                   if k != "counts" and not k.endswith(("_buffer", "_lengths", "_values"))}
+            for key, value in cols.items():
+                if key not in ("request_id", "method", "route"):
+                    assert _same_values(got[key], value), key
+            for arm in ARMS:
+                status = cols[f"{arm}_status"]
+                answered = (cols[f"{arm}_present"] & (status >= 200) & (status < 300)
+                            & np.equal(cols[f"{arm}_error"], None))
+                assert got[f"{arm}_answered"].tolist() == answered.tolist()
+                bodies = r.bodies(arm)
+                expected = [bodies[i] for i in np.flatnonzero(answered)]
+                found = []
+                for p in parts:
+                    if p[f"{arm}_body_values"] is not None:
+                        found += p[f"{arm}_body_values"]
+                        continue
+                    buf, ends = p[f"{arm}_body_buffer"], np.cumsum(p[f"{arm}_body_lengths"] + 1) - 1
+                    pre = (prefix or {}).get(arm, b"")
+                    found += [pre + buf[e - n: e] if cut else buf[e - n: e] for e, n, cut in
+                              zip(ends.tolist(), p[f"{arm}_body_lengths"].tolist(), p[f"{arm}_body_prefixed"].tolist())]
+                    assert not p[f"{arm}_body_prefixed"].any() or pre
+                assert [b if b is not None else b"" for b in expected] == [b if b is not None else b"" for b in found]
+            assert r.add_counts(p["counts"] for p in parts) == r.summary()
+
+
+def test_summary_counts_every_arm_and_kind(tmp_path):
+    path = tmp_path / "c.db"
+    _odd_capture(path)
+    with CaptureReader(path) as r:
+        expected = {}
+        for arm in ARMS:  # the plain SQL way
+            groups = r._conn.execute(f"SELECT {arm}_status, {arm}_error, COUNT(*) FROM exchanges "
+                                     f"WHERE {arm}_present IS NOT NULL GROUP BY 1, 2").fetchall()
+            errors, statuses = {}, {}
+            for status, error, n in groups:
+                if error is not None:
+                    errors[error] = errors.get(error, 0) + n
+                if status is not None:
+                    statuses[int(status)] = statuses.get(int(status), 0) + n
+            expected[arm] = {"present": sum(n for *_, n in groups),
+                             "ok": sum(n for s, e, n in groups if s is not None and e is None),
+                             "errors": dict(sorted(errors.items())), "statuses": dict(sorted(statuses.items()))}
+        assert r.summary() == expected
+        assert r.rare_arms() == () and r.seq_bounds() == (1, len(all_combinations()) * 3)
+
+
+def test_rare_arm_that_turns_up_late_is_read(tmp_path):
+    path = tmp_path / "c.db"
+    exchanges = [Exchange(f"r{i}", float(i), "POST", "/", b"", {"incumbent": ArmOutcome(200, 0.1, b"{}")})
+                 for i in range(3000)]
+    exchanges[-1].arms["baseline"] = ArmOutcome(200, 0.2, b'{"predictions":[1]}')
+    with write_all(path, exchanges):
+        pass
+    with CaptureReader(path) as r:
+        assert r.rare_arms() == ("candidate", "baseline")
+        data = r.judge_read(ARMS, bodies=ARMS, rare=r.rare_arms())
+        assert data["baseline_present"].sum() == 1 and data["baseline_latency_s"][-1] == 0.2
+        assert data["baseline_answered"][-1] and data["baseline_body_buffer"] == b'{"predictions":[1]}\x00'
+        assert not data["candidate_present"].any() and np.isnan(data["candidate_latency_s"]).all()
+
+
+def test_common_prefix_stops_outside_strings_and_tokens(tmp_path):
+    path = tmp_path / "c.db"
+    bodies = [b'{"model_name":"d:e,m{o","outputs":[{"data":[%d.5]}]}' % i for i in range(10, 40)]
+    exchanges = [Exchange(f"r{i}", float(i), "POST", "/", b"", {"incumbent": ArmOutcome(200, 0.1, b)})
+                 for i, b in enumerate(bodies)]
+    with write_all(path, exchanges):
+        pass
+    with CaptureReader(path) as r:
+        assert r.common_prefix("incumbent") == b'{"model_name":"d:e,m{o","outputs":[{"data":['
+        assert r.common_prefix("incumbent", least=100) == b"" and r.common_prefix("candidate") == b""

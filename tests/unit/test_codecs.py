@@ -523,3 +523,238 @@ def test_registry():
         get_codec("generic")
     with pytest.raises(ValueError, match="unknown role"):
         get_codec("generic", select="nope=x")
+
+
+# ---------------------------------------------------------------------------------------------
+# The templated batch path (harness.codecs.template) must give exactly the per-body result.
+
+from harness.codecs import template  # noqa: E402
+from harness.codecs.base import PredictionBatch  # noqa: E402
+
+
+def assert_batches_identical(a: PredictionBatch, b: PredictionBatch) -> None:
+    for name in ("decoded", "offsets", "has_labels", "n_classes", "has_values", "labels", "probabilities", "values"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        if x.dtype.kind == "f":  # bit for bit: NaN where NaN, -0.0 where -0.0
+            assert np.array_equal(x.view(np.int64), y.view(np.int64)), name
+        else:
+            assert np.array_equal(x, y), name
+    assert list(a.errors.items()) == list(b.errors.items())
+
+
+_STYLES = ["{:.9g}", "{!r}", "{:.17g}", "{:.3e}", "{:.3E}", "{:.2f}", "{:.25f}"]
+_ODD = ["0", "1", "-0", "-0.0", "0.0", "1.5e+300", "1e400", "123456789012345", "1234567890123456789",
+        "01", "1.", ".5", "1e", "--1", "1.2.3", "+1", "-", "1e+", "NaN", "Infinity", "-Infinity", "null", "true"]
+
+
+def _number(rng: np.random.Generator, style: str) -> str:
+    """A JSON number as a server prints it (`style`), now and then one that is odd or invalid."""
+    if rng.random() < 0.02:
+        return str(rng.choice(_ODD))
+    x = float(rng.random()) * float(rng.choice([1.0, 1e-6, -1.0]))
+    return style.format(x)
+
+
+def _style(rng: np.random.Generator) -> str:
+    return _STYLES[0] if rng.random() < 0.8 else str(rng.choice(_STYLES))
+
+
+def _v2_body(rng: np.random.Generator) -> bytes:
+    n = int(rng.choice([1, 1, 1, 2, 3]))
+    k = int(rng.choice([2, 2, 3]))
+    label = {"name": "label", "shape": [n], "datatype": str(rng.choice(["INT64", "INT64", "BOOL", "FP32"])),
+             "data": [int(v) for v in rng.integers(0, k, n)]}
+    probs = {"name": "probabilities", "shape": [n, k], "datatype": "FP32", "data": None}
+    text = json.dumps({"model_name": "demo", "outputs": [label, probs]}, separators=(",", ":"))
+    style = _style(rng)
+    numbers = ",".join(_number(rng, style) for _ in range(n * k))
+    shape_variants = {f'"shape":[{n},{k}]': [f'"shape":[{n},{k}]'] * 8 + [
+        f'"shape":[{n}, {k}]', f'"shape":[{k},{n}]', f'"shape":[{n},{k},1]', f'"shape":[{n}.0,{k}]']}
+    text = text.replace('"data":null', f'"data":[{numbers}]')
+    old = f'"shape":[{n},{k}]'
+    text = text.replace(old, str(rng.choice(shape_variants[old])))
+    extra = rng.random()
+    if extra < 0.01:
+        text = text.replace('"model_name":"demo"', f'"id":"{rng.integers(0, 10**9)}-a1b2","model_name":"demo"')
+    elif extra < 0.08:
+        text = text.replace('"demo"', '"d\\u00e9mo \\"quoted\\""')  # escapes: the ordinary path
+    elif extra < 0.10:
+        text = text.replace("{", "{ ").replace(",", ",\n  ")  # pretty-printed
+    elif extra < 0.12:
+        text = text[: int(rng.integers(1, len(text)))]  # truncated
+    elif extra < 0.13:
+        text = '{"error":"model 7 overloaded: 503"}'
+    elif extra < 0.14:
+        text = text.replace('"model_name":"demo"', '"outputs":[],"model_name":"demo"')  # duplicate key
+    elif extra < 0.15:
+        text = "\ufeff" + text
+    elif extra < 0.16:
+        text = text.replace('"name":"label"', '"name":"label","shape2":[true,false,null,1e5]')
+    return text.encode()
+
+
+def _v1_body(rng: np.random.Generator) -> bytes:
+    n = int(rng.choice([1, 1, 2]))
+    form = rng.random()
+    style = _style(rng)
+    if form < 0.3:
+        rows = ",".join(str(int(v)) for v in rng.integers(0, 3, n))
+    elif form < 0.55:
+        rows = ",".join(_number(rng, style) for _ in range(n))
+    elif form < 0.8:
+        rows = ",".join("[" + ",".join(_number(rng, style) for _ in range(2)) + "]" for _ in range(n))
+    else:
+        rows = ",".join('{"label":%d,"probabilities":[%s,%s]}' % (rng.integers(0, 2), _number(rng, style),
+                                                                  _number(rng, style)) for _ in range(n))
+    return ('{"predictions":[%s]}' % rows).encode()
+
+
+def _corpus(make, m: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    bodies = [make(rng) for _ in range(m)]
+    for i in rng.choice(m, m // 50, replace=False).tolist():  # repeats, empties, None, odd bytes
+        bodies[i] = [bodies[0], b"", None, b"\x00{}", b'{"outputs":[]}\xff', b"[1,2]", b"5"][rng.integers(0, 7)]
+    return bodies
+
+
+@pytest.mark.parametrize("codec,make", [
+    (V2Codec(), _v2_body),
+    (V1Codec(), _v1_body),
+    (GenericCodec(select="probabilities=outputs[1].data,label=outputs[0].data"), _v2_body),
+    (V2Codec(label_output="label", probabilities_output="probabilities"), _v2_body),
+], ids=["v2", "v1", "generic", "v2-named"])
+def test_templated_batch_is_identical_to_per_body(codec, make, monkeypatch):
+    bodies = _corpus(make, 6000, seed=len(codec.name))
+    expected = codec.decode_responses(bodies, templated=False)
+    assert expected.decoded.mean() > 0.5 and expected.errors  # both kinds are there
+    planned = []
+    add = template._Blocks.add
+    monkeypatch.setattr(template._Blocks, "add", lambda self, bodies, plan, V: (
+        planned.append(len(bodies)), add(self, bodies, plan, V))[1])
+    assert_batches_identical(template.decode_templated(codec, bodies), expected)
+    assert sum(planned) > len(bodies) / 2  # most bodies took the templated path
+    assert_batches_identical(codec.decode_responses(bodies), expected)  # large: templated by default
+    usable = [b if type(b) is bytes else b"" for b in bodies]
+    lengths = np.array([len(b) for b in usable], dtype=np.int64)
+    buffer = b"".join(b + b"\x00" for b in usable)
+    as_list = codec.decode_responses(usable, templated=False)
+    assert_batches_identical(template.decode_buffer(codec, buffer, lengths, templated=True), as_list)
+    assert_batches_identical(template.decode_buffer(codec, buffer, lengths, templated=False), as_list)
+
+
+def test_templated_batch_small_and_degenerate_inputs():
+    codec = V2Codec()
+    for bodies in ([], [None], [b""], [b"\x00"], [demo_response(ROWS)], GARBAGE, [b"1", b"2.5", b"-3"],
+                   [b'{"outputs":[{"name":"label","shape":[1],"datatype":"INT64","data":[%d]}]}' % i
+                    for i in range(-3, 40)]):
+        expected = codec.decode_responses(bodies, templated=False)
+        assert_batches_identical(template.decode_templated(codec, bodies), expected)
+
+
+def test_templated_batch_gives_up_on_layouts_that_never_repeat():
+    codec = V2Codec()
+    bodies = [v2_body(out("label", "INT64", [1], [i % 2]), id=f"req-{i}x") for i in range(3000)]  # unique skeletons
+    assert_batches_identical(template.decode_templated(codec, bodies), codec.decode_responses(bodies, templated=False))
+
+
+def test_templated_plans_copy_values_and_check_structure():
+    codec = V2Codec()
+    bodies = [v2_body(out("label", "INT64", [n], list(range(n))), out("p", "FP32", [n, 2], [0.25, -0.5] * n))
+              for n in (1, 2, 1, 2, 1)] * 500
+    # the shapes disagree:
+    bodies += [v2_body(out("label", "INT64", [2], [1, 2]), out("p", "FP32", [1, 2], [0.25, 0.5]))] * 3
+    expected = codec.decode_responses(bodies, templated=False)
+    assert len(expected.errors) == 3
+    assert_batches_identical(template.decode_templated(codec, bodies), expected)
+
+
+def test_number_tokens_follow_the_json_grammar():
+    import itertools
+
+    tokens = [t.encode() for n in range(1, 7) for t in map("".join, itertools.product("01-.eE", repeat=n))
+              if t[0] in "-01"]
+    rng = np.random.default_rng(5)
+    tokens += [_number(rng, str(rng.choice(_STYLES))).encode() for _ in range(3000)]
+    tokens += [str(v).encode() for v in _ODD]
+    # The scan's number tokens: runs of 0-9 - . e E (a '+' ends one, so "1e+5" is left to the codec).
+    tokens = [t for t in tokens if t and all(c in b"0123456789-.eE" for c in t) and t[:1] in b"-0123456789"]
+    valid, is_float, value = template.number_tokens(tokens)
+    for t, ok, f, v in zip(tokens, valid.tolist(), is_float.tolist(), value.tolist()):
+        try:
+            parsed = json.loads(t)
+        except ValueError:
+            assert not ok, t
+            continue
+        if type(parsed) is int and len(t.lstrip(b"-")) > 15:
+            assert not ok, t  # left to the codec
+            continue
+        assert ok and f == (type(parsed) is float), t
+        assert np.float64(v).view(np.int64) == np.float64(float(parsed)).view(np.int64), t
+
+
+def test_parse_json_with_orjson_is_json():
+    from harness.codecs import base
+
+    def typed(x):  # the value with its types, floats bit for bit
+        if isinstance(x, dict):
+            return ("dict", [(k, typed(v)) for k, v in x.items()])
+        if isinstance(x, list):
+            return ("list", [typed(v) for v in x])
+        if isinstance(x, float):
+            return ("float", np.float64(x).view(np.int64).item())
+        return (type(x).__name__, x)
+
+    rng = np.random.default_rng(9)
+    bodies = [_v2_body(rng) for _ in range(400)] + [_v1_body(rng) for _ in range(400)] + [
+        b'{"a":1,"b":2,"a":3}', b"[12345678901234567890]", b"[-9223372036854775809]", b"[18446744073709551615]",
+        b"[1e400]", b"[-1e400]", b"[1.7976931348623159e308]", b"[NaN, Infinity, -Infinity]", b'["\\ud800"]',
+        b"\xef\xbb\xbf[1]", b" [1] ", b"[1]\n", b'["a\\u0000b"]', b"[" * 5000 + b"]" * 5000, b"[0.1e-400]", b"-0",
+        b'{"x": "12345678901234567890"}', b"[1.00000000000000000000000001]", b'["\xc3("]', b"", b"nul", b"[01]"]
+    orjson_on = base._orjson_loads
+    assert orjson_on is not None
+    for body in bodies:
+        outcomes = []
+        for use_orjson in (orjson_on, None):
+            base._orjson_loads = use_orjson
+            try:
+                outcomes.append(("ok", typed(base.parse_json(body))))
+            except DecodeError as exc:
+                outcomes.append(("error", str(exc)))
+            finally:
+                base._orjson_loads = orjson_on
+        assert outcomes[0] == outcomes[1], body[:80]
+
+
+def test_templated_batch_follows_escapes_in_strings():
+    codec = V2Codec()
+    names = ['plain', 'a\\\\"b', 'a\\\\\\"b', 'x\\\\', '\\"1.5\\"', '\\u0031\\u00e9', 'q\\\\\\\\"']  # JSON source text
+    bodies = []
+    for i in range(4000):
+        name = names[i % len(names)]
+        bodies.append(('{"model_name":"%s","outputs":[{"name":"label","shape":[1],"datatype":"INT64","data":[%d]},'
+                       '{"name":"p","shape":[1,2],"datatype":"FP32","data":[%.9g,%.9g]}]}'
+                       % (name, i % 3, i / 4001, 1 - i / 4001)).encode())
+    expected = codec.decode_responses(bodies, templated=False)
+    assert_batches_identical(template.decode_templated(codec, bodies), expected)
+
+
+def test_decode_buffer_puts_prefixes_back():
+    codec = V2Codec()
+    rng = np.random.default_rng(3)
+    bodies = [_v2_body(rng) for _ in range(5000)]
+    prefix = b'{"model_name":"demo","outputs":['
+    cut = np.array([b.startswith(prefix) and rng.random() < 0.9 for b in bodies])
+    pieces = [b[len(prefix):] if c else b for b, c in zip(bodies, cut.tolist())]
+    buffer = b"".join(p + b"\x00" for p in pieces)
+    lengths = np.array([len(p) for p in pieces], dtype=np.int64)
+    expected = codec.decode_responses(bodies, templated=False)
+    assert cut.mean() > 0.5
+    for templated in (True, False):
+        got = template.decode_buffer(codec, buffer, lengths, templated=templated, prefix=prefix, prefixed=cut)
+        assert_batches_identical(got, expected)
+    cut = np.array([b.startswith(b'{"model_name":"de') for b in bodies])  # inside a string: not scannable alone
+    pieces = [b[17:] if c else b for b, c in zip(bodies, cut.tolist())]
+    buffer, lengths = b"".join(p + b"\x00" for p in pieces), np.array([len(p) for p in pieces], dtype=np.int64)
+    got = template.decode_buffer(codec, buffer, lengths, templated=True, prefix=b'{"model_name":"de', prefixed=cut)
+    assert_batches_identical(got, expected)

@@ -201,3 +201,147 @@ def test_unrecognisable_traffic_needs_a_codec(tmp_path):
     (tmp_path / "capture.db").unlink()
     ev, _ = evidence_of(tmp_path, exchanges, codec=get_codec("generic", select="label=result.cls"))
     assert ev.codec == "generic" and ev.pairs["candidate"].label_other.tolist() == [0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast paths (worker processes, spans, templated decoding, judge_read) change nothing.
+
+from harness import pairing  # noqa: E402
+from harness.evidence import Evidence  # noqa: E402
+
+
+def assert_evidence_identical(a: Evidence, b: Evidence, path: str = "evidence") -> None:
+    if isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape, path
+        if a.dtype.kind == "f":  # bit for bit
+            assert np.array_equal(a.view(np.int64), b.view(np.int64)), path
+        elif a.dtype == object:
+            assert [(type(x), x) for x in a.tolist()] == [(type(x), x) for x in b.tolist()], path
+        else:
+            assert np.array_equal(a, b), path
+    elif hasattr(a, "__dataclass_fields__"):
+        assert type(a) is type(b), path
+        for name in a.__dataclass_fields__:
+            assert_evidence_identical(getattr(a, name), getattr(b, name), f"{path}.{name}")
+    elif isinstance(a, dict):
+        assert list(a) == list(b), path
+        for k in a:
+            assert_evidence_identical(a[k], b[k], f"{path}[{k}]")
+    else:
+        assert a == b, (path, a, b)
+
+
+def whole_capture_reference(reader: CaptureReader, codec, arms=("candidate", "baseline")) -> Evidence:
+    """build_evidence the way it was first written: columns(), then every body of an arm at once."""
+    others = [a for a in dict.fromkeys(arms) if a != "incumbent"]
+    cols = reader.columns(("incumbent", *others))
+    notes = [f"{a}: not in this capture" for a in others if not cols[f"{a}_present"].any()]
+    others = [a for a in others if cols[f"{a}_present"].any()]
+    names = ["incumbent", *others]
+    answered = {arm: pairing._answered(cols, arm) for arm in names}
+    return pairing._evidence_by_arm(reader, codec, cols, names, others, answered, notes)
+
+
+def mixed_exchanges(n: int, seed: int = 0) -> list[dict]:
+    """Every kind of outcome, batches of several sizes, a baseline now and then, bad bodies."""
+    rng = np.random.default_rng(seed)
+    rows = synthetic_rows(64, seed)
+    cache: dict = {}
+
+    def body(app, name, k):
+        key = (name, k)
+        if key not in cache:
+            cache[key] = [answer(app, rows[i: i + k]) for i in range(0, 60, 3)]
+        return cache[key][int(rng.integers(0, len(cache[key])))]
+
+    out = []
+    for i in range(n):
+        k = int(rng.choice([1, 1, 1, 2, 3]))
+        inc = ok(body(INCUMBENT, "i", k), float(rng.gamma(9, 0.001)))
+        roll = rng.random()
+        if roll < 0.70:
+            cand = ok(body(CANDIDATE, "c", k if rng.random() < 0.97 else k % 3 + 1), float(rng.gamma(9, 0.001)))
+        else:
+            cand = [ArmOutcome(error="timeout", latency_s=1.0), ArmOutcome(error="shed"),
+                    ArmOutcome(error="reset", latency_s=0.01), ArmOutcome(error="weird-kind", latency_s=0.2),
+                    ArmOutcome(500, 0.01, b'{"error":"injected"}'), ArmOutcome(204, 0.01, b""),
+                    ok(b'{"error":"oops"}'), ok(b""), ok(body(CANDIDATE, "c", 1)[:40]),
+                    ok(b'{"outputs":[{"name":"label","shape":[1],"datatype":"INT64","data":[NaN]}]}'),
+                    ok(b"\xff\xfe{}"), ArmOutcome(299, 0.02, body(CANDIDATE, "c", 1)),
+                    ArmOutcome(300, 0.02, body(CANDIDATE, "c", 1))][int(rng.integers(0, 13))]
+        arms = {"incumbent": inc, "candidate": cand}
+        if i % 7 == 3:
+            arms["baseline"] = ok(body(INCUMBENT, "i", k))
+        if i % 11 == 5:
+            del arms["candidate"]
+        out.append(arms)
+    return out
+
+
+@pytest.mark.parametrize("codec", ["v2", None])
+def test_fast_paths_give_identical_evidence(tmp_path, monkeypatch, codec):
+    path = tmp_path / "capture.db"
+    write(path, mixed_exchanges(3000))
+    monkeypatch.setattr(pairing, "_SPAN", 700)  # several spans per worker
+    with CaptureReader(path) as reader:
+        reference = whole_capture_reference(reader, get_codec("v2"))
+        plain = build_evidence(reader, get_codec(codec) if codec else None, workers=0, templated=False)
+        detected = [note for note in plain.notes if note.startswith("codec detected from")]
+        assert len(detected) == (codec is None)
+        undetected = Evidence(**{**plain.__dict__, "notes": [n for n in plain.notes if n not in detected]})
+        assert_evidence_identical(undetected, reference)
+        assert "candidate: " in "\n".join(plain.notes) and plain.pairs["baseline"].n > 0
+        for workers, templated in [(0, True), (2, False), (2, True)]:
+            fast = build_evidence(reader, get_codec(codec) if codec else None, workers=workers, templated=templated)
+            assert_evidence_identical(fast, plain, f"workers={workers},templated={templated}")
+
+
+def test_regression_task_across_spans(tmp_path, monkeypatch):
+    exchanges = [{"incumbent": ok(v1([float(i) + 0.5])), "candidate": ok(v1([float(i) + 0.25, 1.0][: 1 + i % 2]))}
+                 for i in range(200)]
+    path = tmp_path / "capture.db"
+    write(path, exchanges)
+    monkeypatch.setattr(pairing, "_SPAN", 30)
+    with CaptureReader(path) as reader:
+        reference = whole_capture_reference(reader, get_codec("v1"))
+        assert reference.task == "regression"
+        assert_evidence_identical(build_evidence(reader, get_codec("v1"), workers=2, templated=True), reference)
+
+
+def test_summary_comes_from_the_evidence_pass_until_the_capture_changes(tmp_path):
+    path = tmp_path / "capture.db"
+    exchanges = mixed_exchanges(300, seed=4)
+    writer = CaptureWriter(path)
+    for i, arms in enumerate(exchanges):
+        writer.write(Exchange(f"r{i}", 1000.0 + i, "POST", "/", b"{}", arms))
+    writer.flush()
+    try:
+        with CaptureReader(path) as reader:
+            counted = reader.summary()
+            build_evidence(reader, get_codec("v2"))
+            assert reader._kept_summary is not None and reader.summary() == counted
+            assert counted["candidate"]["errors"]["weird-kind"] > 0 and counted["baseline"]["present"] > 0
+            writer.write(Exchange("late", 5000.0, "POST", "/", b"{}", {"incumbent": ArmOutcome(error="reset")}))
+            writer.flush()
+            later = reader.summary()  # a commit since: counted again
+            assert later["incumbent"]["present"] == counted["incumbent"]["present"] + 1
+            assert later["incumbent"]["errors"].get("reset", 0) == counted["incumbent"]["errors"].get("reset", 0) + 1
+    finally:
+        writer.close()
+
+
+def test_spans_that_disagree_with_the_columns_fall_back_to_whole_arms(tmp_path, monkeypatch):
+    path = tmp_path / "capture.db"
+    write(path, mixed_exchanges(200, seed=2))
+    read_span = pairing._read_span
+
+    def confused(*args):
+        data = read_span(*args)
+        if "candidate_answered" in data:
+            data["candidate_answered"] = ~data["candidate_answered"]
+        return data
+
+    monkeypatch.setattr(pairing, "_read_span", confused)
+    with CaptureReader(path) as reader:
+        assert_evidence_identical(build_evidence(reader, get_codec("v2"), workers=0),
+                                  whole_capture_reference(reader, get_codec("v2")))
