@@ -718,6 +718,24 @@ class CaptureReader:
             yield Exchange(request_id=row[0], started_at=row[1], method=row[2], route=row[3],
                            request_body=row[n_small], arms=arms)
 
+    def fault_ledger(self, arm: str, seq: np.ndarray) -> np.ndarray | None:
+        """Per row of `seq` (sorted), the tuple of fault labels applied to `arm`'s copy; None
+        when no copy of this capture was faulted (so "no ledger" and "no fault" stay apart)."""
+        (arm,) = _check_arms([arm])
+        rows = self._conn.execute(
+            f"SELECT seq, {arm}_faults FROM exchanges WHERE {arm}_faults IS NOT NULL AND seq BETWEEN ? AND ?",
+            (int(seq[0]), int(seq[-1])) if len(seq) else (0, -1),
+        ).fetchall()
+        if not rows and not self._conn.execute("SELECT 1 FROM meta WHERE key = 'faults'").fetchone():
+            return None
+        ledger = np.empty(len(seq), dtype=object)
+        ledger[:] = [()] * len(seq)
+        if rows:
+            where = np.searchsorted(seq, np.array([r[0] for r in rows], dtype=np.int64))
+            for i, (_, labels) in zip(where.tolist(), rows):
+                ledger[i] = tuple(json.loads(labels))
+        return ledger
+
     def first_started_at(self) -> float | None:
         """The arrival time of the first exchange, None while there is none."""
         row = self._conn.execute("SELECT started_at FROM exchanges ORDER BY seq LIMIT 1").fetchone()

@@ -125,7 +125,7 @@ class EvidenceJob:
         notes: list[str] = []
         parts = self.tasks.gather(self.pending)
         cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "counts"
-                and not k.endswith(("_answered", "_decoded", "_failures", "_flags", "_pairs", "_mismatched"))}
+                and not k.endswith(("_answered", "_decoded", "_finite", "_failures", "_flags", "_pairs", "_mismatched"))}
         if set(read) == set(ARMS):  # judge() asks for summary() next: the same rows, already counted
             reader.keep_summary(reader.add_counts(p["counts"] for p in parts), self.version)
         for arm in others:
@@ -146,14 +146,16 @@ class EvidenceJob:
                        for arm in names if answered[arm].any())
         if not spans_ok:  # odd values (a REAL status, say) that SQL and numpy compare differently
             return _evidence_by_arm(reader, codec, cols, names, others, answered, notes)
-        decoded, failures, flags = {}, {}, {}
+        decoded, finite, failures, flags = {}, {}, {}, {}
         for arm in names:
             if answered[arm].any():
                 decoded[arm] = np.concatenate([p[f"{arm}_decoded"] for p in parts])
+                finite[arm] = np.concatenate([p[f"{arm}_finite"] for p in parts])
                 failures[arm] = Counter(m for p in parts for m in p[f"{arm}_failures"])
                 flags[arm] = tuple(any(p[f"{arm}_flags"][i] for p in parts) for i in (0, 1))
             else:
                 decoded[arm], failures[arm], flags[arm] = np.zeros(n, dtype=bool), Counter(), (False, False)
+                finite[arm] = decoded[arm]
         task = _task_of([flags[arm] for arm in names])
         pairs, mismatched = {}, {}
         offsets = np.cumsum([0] + [len(p["seq"]) for p in parts])
@@ -161,10 +163,13 @@ class EvidenceJob:
             span_pairs = [p[f"{arm}_pairs"] for p in parts] if answered[arm].any() else []
             pairs[arm] = _joined_pairs(span_pairs, offsets, regression=task == "regression")
             mismatched[arm] = sum(p[f"{arm}_mismatched"] for p in parts) if answered[arm].any() else 0
-        return _assemble(cols, names, others, answered, decoded, failures, pairs, mismatched, task, codec, notes)
+        ledger = {arm: reader.fault_ledger(arm, cols["seq"]) for arm in names}
+        return _assemble(cols, names, others, answered, decoded, finite, ledger, failures, pairs, mismatched, task,
+                         codec, notes)
 
 
-def _assemble(cols, names, others, answered, decoded, failures, pairs, mismatched, task, codec, notes) -> Evidence:
+def _assemble(cols, names, others, answered, decoded, finite, ledger, failures, pairs, mismatched, task, codec,
+              notes) -> Evidence:
     for arm in names:
         if failures[arm]:
             total = sum(failures[arm].values())
@@ -182,7 +187,7 @@ def _assemble(cols, names, others, answered, decoded, failures, pairs, mismatche
             error[undecodable] = PROTOCOL
         evidence_arms[arm] = ArmColumns(
             present=cols[f"{arm}_present"], status=cols[f"{arm}_status"], latency_s=cols[f"{arm}_latency_s"],
-            error=error, decoded=decoded[arm])
+            error=error, decoded=decoded[arm], faults=ledger[arm], finite=finite[arm])
     for arm in others:
         if mismatched[arm]:
             notes.append(f"{arm}: {mismatched[arm]} exchanges where {arm} and {INCUMBENT} returned different "
@@ -204,8 +209,9 @@ def _evidence_by_arm(reader, codec, cols, names, others, answered, notes) -> Evi
     pairs, mismatched = {}, {}
     for arm in others:
         pairs[arm], mismatched[arm] = _pair(rows[INCUMBENT], rows[arm], regression=task == "regression")
-    return _assemble(cols, names, others, answered, {a: rows[a].decoded for a in names}, failures, pairs,
-                     mismatched, task, codec, notes)
+    ledger = {arm: reader.fault_ledger(arm, cols["seq"]) for arm in names}
+    return _assemble(cols, names, others, answered, {a: rows[a].decoded for a in names},
+                     {a: _finite(rows[a]) for a in names}, ledger, failures, pairs, mismatched, task, codec, notes)
 
 
 def _joined_pairs(spans: list[Pairs], offsets: np.ndarray, *, regression: bool) -> Pairs:
@@ -253,6 +259,7 @@ def _read_span(source, arms: tuple, bodies: tuple, rare: tuple, prefixes: dict, 
                                       prefixed=prefixed)
             rows[arm], errors = _arm_rows(answered, batch)
         data[f"{arm}_decoded"] = rows[arm].decoded
+        data[f"{arm}_finite"] = _finite(rows[arm])
         data[f"{arm}_failures"] = list(errors.values())
         data[f"{arm}_flags"] = (rows[arm].is_classifier, rows[arm].has_values)
     if bodies:
@@ -377,6 +384,17 @@ def _nothing_decoded(n: int) -> _ArmRows:
     zeros = np.zeros(n, dtype=np.int64)
     return _ArmRows(np.zeros(n, dtype=bool), zeros, zeros, np.empty(0, np.int64), np.empty(0, np.int64),
                     np.empty((0, 0)), np.empty(0), np.empty(0, bool), False, False)
+
+
+def _finite(arm: _ArmRows) -> np.ndarray:
+    """Per exchange: decoded, and every output value in it finite (labels always are)."""
+    k = arm.n_classes
+    probabilities_ok = np.all(np.isfinite(arm.probabilities) | (np.arange(arm.probabilities.shape[1]) >= k[:, None]), axis=1)
+    row_ok = probabilities_ok & (~arm.has_value | np.isfinite(arm.value))
+    bad_before = np.concatenate(([0], np.cumsum(~row_ok)))  # bad table rows before each row
+    end = arm.start + arm.rows
+    bad = np.where(arm.decoded, bad_before[np.minimum(end, len(row_ok))] - bad_before[np.minimum(arm.start, len(row_ok))], 0)
+    return arm.decoded & (bad == 0)
 
 
 def _task_of(flags: list[tuple[bool, bool]]) -> str:

@@ -345,3 +345,26 @@ def test_spans_that_disagree_with_the_columns_fall_back_to_whole_arms(tmp_path, 
     with CaptureReader(path) as reader:
         assert_evidence_identical(build_evidence(reader, get_codec("v2"), workers=0),
                                   whole_capture_reference(reader, get_codec("v2")))
+
+
+def test_evidence_carries_the_fault_ledger_and_output_finiteness(tmp_path):
+    ok = b'{"outputs":[{"name":"label","shape":[1],"datatype":"INT64","data":[1]},{"name":"probabilities","shape":[1,2],"datatype":"FP32","data":[0.2,0.8]}]}'
+    nan = b'{"outputs":[{"name":"label","shape":[1],"datatype":"INT64","data":[1]},{"name":"probabilities","shape":[1,2],"datatype":"FP32","data":[NaN,0.8]}]}'
+    path = tmp_path / "capture.db"
+    with CaptureWriter(path) as writer:
+        writer.set_meta("faults", {"seed": 1, "faults": [{"type": "nan"}]})
+        for i, (body, faults) in enumerate([(ok, ()), (nan, ("nan",)), (ok, ("nan:noop",))]):
+            arms = {"incumbent": ArmOutcome(200, 0.01, ok), "candidate": ArmOutcome(200, 0.01, body, faults=faults)}
+            writer.write(Exchange(f"r{i}", 1.0 + i, "POST", "/", b"{}", arms))
+    with CaptureReader(path) as reader:
+        evidence = build_evidence(reader)
+    candidate = evidence.arms["candidate"]
+    assert candidate.faults.tolist() == [(), ("nan",), ("nan:noop",)]
+    assert candidate.finite.tolist() == [True, False, True]
+    assert evidence.arms["incumbent"].faults.tolist() == [(), (), ()]
+
+    plain = tmp_path / "plain.db"  # no fault plan: no ledger at all, not an empty one
+    with CaptureWriter(plain) as writer:
+        writer.write(Exchange("r", 1.0, "POST", "/", b"{}", {"incumbent": ArmOutcome(200, 0.01, ok), "candidate": ArmOutcome(200, 0.01, ok)}))
+    with CaptureReader(plain) as reader:
+        assert build_evidence(reader).arms["candidate"].faults is None
