@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import __version__
+from harness.jsonprefix import structural_cut
 from harness.records import ARMS, ERROR_KINDS, ArmOutcome, Exchange
 
 log = logging.getLogger(__name__)
@@ -471,21 +472,7 @@ class CaptureReader:
         if len(bodies) < 2:
             return b""
         common = os.path.commonprefix(bodies)
-        cut, inside, escaped = 0, False, False
-        for i, byte in enumerate(common):
-            if byte < 32 or byte == 255:  # never in a prefix (the judge's scan sets them apart)
-                break
-            if inside:
-                if escaped:
-                    escaped = False
-                elif byte == 92:
-                    escaped = True
-                elif byte == 34:
-                    inside = False
-            elif byte == 34:
-                inside = True
-            elif byte in b"{[,:":
-                cut = i + 1
+        cut = structural_cut(common)
         return bytes(common[:cut]) if cut >= least else b""
 
     def judge_read(self, arms: Iterable[str] = ARMS, *, bodies: Iterable[str] = (), after: int | None = None,

@@ -18,6 +18,7 @@ from harness.capture import CaptureError, CaptureReader
 from harness.verdict import GO, NO_GO, Verdict
 
 CODEC_FILE = "codec.json"
+SCENARIO_FILE = "scenario.json"  # the resolved scenario of a `shadowline run`: analyze judges it the same way
 EXIT_CODES = {GO: 0, NO_GO: 1, "INCONCLUSIVE": 3}
 
 
@@ -81,6 +82,15 @@ def _codec(run_dir: Path, name: str | None, options: dict):
         raise JudgeInputError(f"--codec {name}: {exc}") from None
 
 
+def _recorded_scenario(path: Path):
+    from harness.scenario import ScenarioError, scenario_from_data
+
+    try:
+        return scenario_from_data(json.loads(path.read_text()), source=str(path))
+    except (ValueError, ScenarioError) as exc:  # ScenarioError names the file and field
+        raise JudgeInputError(str(exc) if isinstance(exc, ScenarioError) else f"{path}: {exc}") from None
+
+
 def _run_info(run_dir: Path, evidence) -> dict:
     from harness.rundir import RunDirError, read_run_info
 
@@ -125,6 +135,8 @@ def judge(
     capture_path = run_dir / "capture.db"
     if not run_dir.is_dir():
         raise CaptureError(f"{run_dir}: no such run directory")
+    if scenario is None and (run_dir / SCENARIO_FILE).exists():
+        scenario = _recorded_scenario(run_dir / SCENARIO_FILE)
     chosen = _codec(run_dir, codec, codec_options or {})
     try:
         if scenario is not None:

@@ -156,7 +156,7 @@ def _first_request_at(capture_path: Path) -> float | None:
 def run_scenario(path: Path, *, run_dir: Path | None = None) -> int:
     """Run a scenario file; print the verdict; return its exit code."""
     from harness.cli import print_verdict
-    from harness.judge import judge
+    from harness.judge import SCENARIO_FILE, judge
     from harness.load import LoadSpec, start_load
     from harness.rundir import new_run_dir, write_run_info
     from harness.scenario import load_scenario
@@ -166,7 +166,7 @@ def run_scenario(path: Path, *, run_dir: Path | None = None) -> int:
     run_dir = run_dir or new_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     write_run_info(run_dir, command=sys.argv, seed=scenario.seed, extra={"scenario": scenario.name, "file": str(path)})
-    (run_dir / "scenario.json").write_text(scenario.model_dump_json(indent=2) + "\n")
+    (run_dir / SCENARIO_FILE).write_text(scenario.model_dump_json(indent=2) + "\n")
     phases = scenario.expanded_phases()
     total = scenario.total_duration_s
     runner = Runner(scenario, run_dir, console)

@@ -9,25 +9,26 @@ from typing import ClassVar
 import numpy as np
 
 from harness.evidence import ArmColumns, Evidence, Pairs
+from harness.records import BASELINE, CANDIDATE, INCUMBENT
+from harness.registry import registrar
 from harness.verdict import INCONCLUSIVE, CheckResult
 
 from . import stats
 
-CANDIDATE, BASELINE, INCUMBENT = "candidate", "baseline", "incumbent"
-
 # Registry: check name -> check class. Filled by @register when the modules are imported.
 CHECKS: dict[str, type[Check]] = {}
+register = registrar(CHECKS, "check")  # class decorator: add a check class under its `name`
 
 
-def register(cls: type[Check]) -> type[Check]:
-    """Class decorator: add a check class to CHECKS under its `name`."""
-    name = getattr(cls, "name", "")
-    if not name:
-        raise TypeError(f"{cls.__qualname__} has no `name`")
-    if name in CHECKS and CHECKS[name] is not cls:
-        raise ValueError(f"check name {name!r} is already registered by {CHECKS[name].__qualname__}")
-    CHECKS[name] = cls
-    return cls
+def plain_numbers(kw: dict) -> dict:
+    """CheckResult fields as plain Python numbers (numpy scalars do not go into report.json)."""
+    for key in ("statistic", "effect", "ci_low", "ci_high", "p_value", "threshold"):
+        if kw.get(key) is not None:
+            kw[key] = float(kw[key])
+    if kw.get("required_n") is not None:
+        kw["required_n"] = int(kw["required_n"])
+    kw["n"] = int(kw.get("n", 0))
+    return kw
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,13 +103,7 @@ class Check:
 
     def _result(self, status: str, message: str, **kw) -> CheckResult:
         kw.setdefault("test", self.test)
-        for key in ("statistic", "effect", "ci_low", "ci_high", "p_value", "threshold"):
-            if kw.get(key) is not None:
-                kw[key] = float(kw[key])
-        if kw.get("required_n") is not None:
-            kw["required_n"] = int(kw["required_n"])
-        kw["n"] = int(kw.get("n", 0))
-        return CheckResult(name=self.name, status=status, message=message, critical=self.critical, **kw)
+        return CheckResult(name=self.name, status=status, message=message, critical=self.critical, **plain_numbers(kw))
 
     def _no_data(self, why: str, threshold: float | None = None, details: dict | None = None) -> CheckResult:
         return self._result(

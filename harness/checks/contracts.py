@@ -46,7 +46,7 @@ from harness.evidence import ArmColumns, Evidence, Pairs
 from harness.verdict import FAIL, INCONCLUSIVE, PASS, CheckResult
 
 from . import stats
-from .base import BASELINE, CANDIDATE, INCUMBENT, client_error, count_kinds, errors_of, kind_mask, none_mask, server_error
+from .base import BASELINE, CANDIDATE, INCUMBENT, client_error, plain_numbers, count_kinds, errors_of, kind_mask, none_mask, server_error
 from .errors import _failed
 from .latency import _bootstrap_log_ratio, _interval, _scale, _usable
 
@@ -616,12 +616,7 @@ class ContractCheck:
         return arm
 
     def _result(self, status: str, message: str, *, critical: bool | None = None, **kw) -> CheckResult:
-        for key in ("statistic", "effect", "ci_low", "ci_high", "p_value", "threshold"):
-            if kw.get(key) is not None:
-                kw[key] = float(kw[key])
-        if kw.get("required_n") is not None:
-            kw["required_n"] = int(kw["required_n"])
-        kw["n"] = int(kw.get("n", 0))
+        kw = plain_numbers(kw)
         kw.setdefault("test", TEST.get(self.contract, TEST["exchange"]))
         details = {"key": self.key, "contract": self.contract, "arm": self.arm, "reference": self.reference,
                    "params": dict(self.params), **kw.pop("details", {})}

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from harness.codecs.base import Codec, DecodeError, PredictionBatch, parse_json, rows_of
+from harness.jsonprefix import structural_cut
 
 MIN_BODIES = 2048  # below this, the per-body path is as fast
 _CHUNK = 32768  # bodies scanned at a time (a few MB of numpy temporaries)
@@ -589,22 +590,7 @@ def decode_buffer(codec: Codec, buf: bytes, lengths: np.ndarray, *, templated: b
 def _scannable_prefix(prefix: bytes) -> bool:
     """Whether the rest of a body can be scanned without its prefix: the prefix ends outside any
     string, after `{ [ , :` (no token is cut), and holds nothing the scan sets apart."""
-    if not prefix:
-        return True
-    inside = escaped = False
-    for byte in prefix:
-        if byte < 32 or byte == 255:
-            return False
-        if inside:
-            if escaped:
-                escaped = False
-            elif byte == 92:
-                escaped = True
-            elif byte == 34:
-                inside = False
-        elif byte == 34:
-            inside = True
-    return not inside and prefix[-1] in b"{[,:"
+    return not prefix or structural_cut(prefix) == len(prefix)
 
 
 def _slices(buf: bytes, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:

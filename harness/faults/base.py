@@ -20,22 +20,13 @@ import numpy as np
 
 from harness.codecs.base import Features
 from harness.codecs.generic import Selector
+from harness.registry import registrar
 
 MIRRORED_ARMS = ("candidate", "baseline")  # the incumbent's answer goes to the client: never faulted
 
 # Registry: fault name -> class. Filled by @register when the modules are imported.
 FAULTS: dict[str, type[Fault]] = {}
-
-
-def register(cls: type[Fault]) -> type[Fault]:
-    """Class decorator: add a fault class to FAULTS under its `name`."""
-    name = getattr(cls, "name", "")
-    if not name:
-        raise TypeError(f"{cls.__qualname__} has no `name`")
-    if name in FAULTS and FAULTS[name] is not cls:
-        raise ValueError(f"fault name {name!r} is already registered by {FAULTS[name].__qualname__}")
-    FAULTS[name] = cls
-    return cls
+register = registrar(FAULTS, "fault")  # class decorator: add a fault class under its `name`
 
 
 def _fmt(value: float) -> str:
