@@ -177,6 +177,10 @@ def judge(
 # A fault-free phase right after a faulted one is judged from this many seconds into it:
 # requests sent just before the boundary are still answered under the fault.
 SETTLE_S = 1.0
+# A toxic acts when the model server calls its dependency, a few ms after the request arrived,
+# and toxics switch within tens of ms of a boundary: a toxic's contracts leave out the requests
+# this close to either end of its phase.
+TOXIC_GUARD_S = 0.5
 
 
 def phase_masks(evidence, phases) -> dict[str, "np.ndarray"]:
@@ -233,7 +237,11 @@ def scenario_results(evidence, scenario, checks, arm: str, *, alive: dict[str, b
                 result = check.evaluate(part, arm)
                 results.append(dataclasses.replace(result, name=f"steady:{phase.name}:{result.name}"))
     run_start = float(evidence.started_at.min()) if evidence.n_exchanges else 0.0
-    timeline = Timeline.from_phases(phases, run_start, alive=alive)
+    guarded = [
+        dataclasses.replace(p, start_s=p.start_s + TOXIC_GUARD_S, duration_s=p.duration_s - 2 * TOXIC_GUARD_S) if p.toxics else p
+        for p in phases
+    ]
+    timeline = Timeline.from_phases(guarded, run_start, alive=alive)
     contracts = scenario.contract_items()
     results += contract_checks(contracts, evidence, arm=arm, timeline=timeline)
     dose = None
