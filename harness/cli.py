@@ -108,8 +108,9 @@ def serve_demo(
         Optional[str], typer.Option(help="HOST:PORT of a feature store to call on every inference (see serve-feature-store).")
     ] = None,
     dependency_timeout_ms: Annotated[float, typer.Option(help="Time allowed for the dependency call, ms (then 504).")] = 200.0,
+    grpc: Annotated[bool, typer.Option("--grpc", help="Serve v2 over gRPC (inference.GRPCInferenceService) instead of REST.")] = False,
 ) -> None:
-    """Serve the demo model over the Open Inference Protocol v2 REST API.
+    """Serve the demo model over the Open Inference Protocol v2 REST API (or gRPC with --grpc).
 
     Example: shadowline serve-demo --role candidate --port 8002 --latency-ms 8
     """
@@ -140,6 +141,11 @@ def serve_demo(
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if grpc:
+        from proxies.demo_grpc import serve_demo_grpc
+
+        serve_demo_grpc(knobs, (host, port), on_ready=lambda p: ready_line(f"demo grpc {role.value}", host, p))
+        return
     run(knobs, listen=(host, port), on_ready=lambda p: ready_line(f"demo {role.value}", host, p))
 
 

@@ -15,8 +15,9 @@ from harness.codecs.detect import detect_codec
 from harness.codecs.generic import GenericCodec, Selector, parse_spec
 from harness.codecs.v1 import V1Codec
 from harness.codecs.v2 import V2Codec
+from harness.codecs.v2grpc import V2GrpcCodec
 
-CODECS: dict[str, type[Codec]] = {"v2": V2Codec, "v1": V1Codec, "generic": GenericCodec}
+CODECS: dict[str, type[Codec]] = {"v2": V2Codec, "v1": V1Codec, "generic": GenericCodec, "v2grpc": V2GrpcCodec}
 
 
 def get_codec(name: str, **options) -> Codec:

@@ -509,7 +509,7 @@ def test_detect_unknown_names_what_it_saw():
 
 
 def test_registry():
-    assert set(CODECS) == {"v2", "v1", "generic"}
+    assert set(CODECS) == {"v2", "v1", "generic", "v2grpc"}
     codec = get_codec("v2", label_output="label")
     assert codec.spec() == {"name": "v2", "label_output": "label"}
     assert get_codec(**codec.spec()).options() == codec.options()
