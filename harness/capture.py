@@ -467,7 +467,7 @@ class CaptureReader:
         lo, _ = self.seq_bounds()
         bodies = [r[0] for r in self._conn.execute(
             f"SELECT {arm}_body FROM exchanges WHERE seq >= ? AND seq < ? AND {arm}_present IS NOT NULL "
-            f"AND {arm}_status >= 200 AND {arm}_status < 300 AND {arm}_error IS NULL "
+            f"AND (({arm}_status >= 200 AND {arm}_status < 300) OR {arm}_status = 0) AND {arm}_error IS NULL "
             f"AND typeof({arm}_body) = 'blob' LIMIT ?", (lo, lo + first, sample))]
         if len(bodies) < 2:
             return b""
@@ -485,7 +485,7 @@ class CaptureReader:
         method, route), read without a Python object per value where possible (integers and
         error kinds travel as text numbers through group_concat; only the floats come row by row).
 
-        Per arm in `bodies`, its 2xx bodies (present, 200 <= status < 300, no error):
+        Per arm in `bodies`, its answered bodies (present, HTTP 2xx or gRPC OK (0), no error):
         `<arm>_answered` (bool per row), `<arm>_body_buffer` (the answered bodies, each followed
         by a NUL byte, NULL read as empty), `<arm>_body_lengths` (bytes per answered body) and
         `<arm>_body_values` (None, or the answered bodies as a list when one is not a BLOB).
@@ -542,7 +542,7 @@ class CaptureReader:
                      f"({arm}_present IS NOT NULL) + 2 * ({arm}_status IS NULL) + 4 * ({error_code})"]
         blobs = []
         for arm in body_arms:
-            answered = (f"{arm}_present IS NOT NULL AND {arm}_status >= 200 AND {arm}_status < 300 "
+            answered = (f"{arm}_present IS NOT NULL AND (({arm}_status >= 200 AND {arm}_status < 300) OR {arm}_status = 0) "
                         f"AND {arm}_error IS NULL")
             body, length = f"{arm}_body", f"length({arm}_body)"
             if arm in prefixes:  # (substr and length count bytes in a BLOB)

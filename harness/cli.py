@@ -241,6 +241,73 @@ def _load_fault_plan(path: Path):
         raise UsageError(f"--faults {path}: {exc}") from None
 
 
+@proxy_app.command("grpc")
+def proxy_grpc(
+    incumbent: Annotated[str, typer.Option(help="Incumbent host:port or grpc://host:port (answers the client).")],
+    candidate: Annotated[Optional[str], typer.Option(help="Candidate host:port (mirrored copy of unary calls).")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Baseline host:port: a second incumbent, the noise floor.")] = None,
+    listen: Annotated[str, typer.Option(help="HOST:PORT to accept clients on.")] = "127.0.0.1:8010",
+    sample: Annotated[float, typer.Option(help="Fraction of unary calls mirrored (seeded draw).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling draws (recorded in the run).")] = 0,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Where capture.db and run.json go. Default: runs/<run-id>.")] = None,
+    metrics_listen: Annotated[Optional[str], typer.Option(help="HOST:PORT for Prometheus metrics.")] = None,
+    max_inflight: Annotated[int, typer.Option(help="Mirrored calls in flight before copies are shed.")] = 512,
+    shadow_timeout: Annotated[float, typer.Option(help="Seconds a mirrored copy may take.")] = 5.0,
+    incumbent_timeout: Annotated[float, typer.Option(help="Upper limit on a unary call's deadline, s.")] = 30.0,
+    max_message_bytes: Annotated[int, typer.Option(help="Largest message in either direction, bytes.")] = 4 << 20,
+    stream_method: Annotated[
+        Optional[list[str]], typer.Option(help="Full path of a streaming method, forwarded as a stream (repeatable).")
+    ] = None,
+    drain_timeout: Annotated[float, typer.Option(help="Seconds to finish in-flight work on SIGTERM.")] = 10.0,
+) -> None:
+    """gRPC shadow proxy: any service, raw bytes; unary calls mirrored, listed streams forwarded.
+
+    Example: shadowline proxy grpc --listen 127.0.0.1:8010 --incumbent 127.0.0.1:9001
+    --candidate 127.0.0.1:9002 --run-dir runs/grpc-1
+    """
+    from harness.procs import ready_line
+    from harness.rundir import new_run_dir, write_run_info
+    from proxies.grpc_proxy import GrpcProxySettings, grpc_target, serve_grpc_proxy
+
+    if not 0.0 <= sample <= 1.0:
+        raise UsageError(f"--sample must be within [0, 1], got {sample}")
+    for name, target in (("--incumbent", incumbent), ("--candidate", candidate), ("--baseline", baseline)):
+        if target is not None:
+            try:
+                grpc_target(target)
+            except ValueError as exc:
+                raise UsageError(f"{name}: {exc}") from None
+    try:
+        settings = GrpcProxySettings(
+            incumbent=incumbent,
+            candidate=candidate,
+            baseline=baseline,
+            sample=sample,
+            seed=seed,
+            shadow_timeout=shadow_timeout,
+            incumbent_timeout=incumbent_timeout,
+            max_inflight=max_inflight,
+            max_message_bytes=max_message_bytes,
+            stream_methods=tuple(stream_method or ()),
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    host, port = _host_port(listen, "--listen")
+    metrics = _host_port(metrics_listen, "--metrics-listen") if metrics_listen else None
+    if run_dir is None:
+        run_dir = new_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_run_info(run_dir, command=sys.argv, seed=seed, extra={"proxy": "grpc"})
+    serve_grpc_proxy(
+        settings,
+        listen=(host, port),
+        run_dir=run_dir,
+        metrics_listen=metrics,
+        drain_timeout=drain_timeout,
+        on_ready=lambda p: ready_line("grpc proxy", host, p),
+    )
+
+
 @proxy_app.command("toxic")
 def proxy_toxic(
     upstream: Annotated[str, typer.Option(help="HOST:PORT of the dependency to put faults in front of.")],

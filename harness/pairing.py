@@ -323,7 +323,8 @@ def _arm_rows(answered: np.ndarray, batch: PredictionBatch) -> tuple[_ArmRows, d
 def _answered(cols: dict, arm: str) -> np.ndarray:
     """A complete 2xx response: the only kind worth decoding."""
     status = cols[f"{arm}_status"]
-    return cols[f"{arm}_present"] & (status >= 200) & (status < 300) & np.equal(cols[f"{arm}_error"], None)
+    ok = ((status >= 200) & (status < 300)) | (status == 0)  # HTTP 2xx, or gRPC OK (code 0)
+    return cols[f"{arm}_present"] & ok & np.equal(cols[f"{arm}_error"], None)
 
 
 def _detect(reader: CaptureReader, arm: str, answered: np.ndarray, seq: np.ndarray, notes: list[str]) -> Codec:

@@ -11,7 +11,7 @@ from harness.cli import EXIT_USAGE, main
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["proxy"], ["proxy", "http"], ["proxy", "toxic"], ["serve-demo"], ["serve-feature-store"], ["demo"], ["analyze"]],
+    [[], ["proxy"], ["proxy", "http"], ["proxy", "grpc"], ["proxy", "toxic"], ["serve-demo"], ["serve-feature-store"], ["demo"], ["analyze"]],
 )
 def test_every_command_has_help(command, capsys):
     assert main([*command, "--help"]) == 0
@@ -32,6 +32,8 @@ def test_every_command_has_help(command, capsys):
         (["proxy", "toxic", "--upstream", "127.0.0.1:1", "--toxic", '{"type": "nope"}'], "--toxic"),
         (["proxy", "toxic", "--upstream", "127.0.0.1:1", "--toxic", "{not json"], "--toxic"),
         (["proxy", "toxic", "--upstream", "nohost"], "--upstream"),
+        (["proxy", "grpc", "--incumbent", "127.0.0.1:1", "--sample", "3"], "--sample"),
+        (["proxy", "grpc", "--incumbent", "grpcs://127.0.0.1:1"], "--incumbent"),
     ],
 )
 def test_bad_usage_is_exit_2_with_a_message_naming_the_option(argv, names, capsys):

@@ -1,0 +1,401 @@
+"""The gRPC shadow proxy: answer from the incumbent, mirror a copy to the candidate (and baseline).
+
+A `grpc.aio` server with one generic handler forwards raw bytes, so any service works without
+generated code. Every method is forwarded as unary-unary except the methods named in
+`GrpcProxySettings.stream_methods`, which are forwarded as stream-stream (that covers
+server-streaming, client-streaming and bidirectional calls: the wire format is the same) to the
+incumbent only. See docs/grpc.md.
+
+The same guarantees as the HTTP proxy (proxies/http_proxy.py): the incumbent's call is started
+first and its answer returned the moment it arrives; mirrored copies are separate tasks that the
+client path never awaits, bounded by an in-flight budget (beyond it a copy is shed and recorded)
+and a per-arm timeout; each exchange goes to the capture sink exactly once, when every arm has an
+outcome. An arm's `status` is the gRPC status code as an int (0 = OK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from bisect import bisect_left
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from harness.records import BASELINE, CANDIDATE, CONNECT, INCUMBENT, INTERNAL, SHED, TIMEOUT, ArmOutcome, Exchange
+from harness.sampling import Sampler
+from proxies.http_proxy import RequestIds, _PendingExchange
+from proxies.metrics import BUCKETS, ProxyMetrics
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Exchange], None]
+
+# Exchange.method of every gRPC exchange (gRPC is always an HTTP/2 POST; this says which protocol).
+GRPC_METHOD = "GRPC"
+
+# Metadata never forwarded: hop-by-hop (RFC 9113 8.2.2), pseudo-headers, and what the gRPC
+# library sets itself on each call (user-agent, content-type, te, grpc-timeout, grpc-encoding...).
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "host",
+     "content-type", "content-length", "user-agent"}
+)
+
+_CONNECT_HINTS = ("failed to connect", "connection refused", "dns resolution failed", "name resolution")
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+@dataclass
+class GrpcProxySettings:
+    incumbent: str  # host:port or grpc://host:port
+    candidate: str | None = None
+    baseline: str | None = None
+    sample: float = 1.0  # fraction of calls mirrored, drawn from `seed`
+    seed: int = 0
+    shadow_timeout: float = 5.0  # a mirrored copy: beyond this it is recorded as a timeout
+    # A unary call to the incumbent: the client's deadline, capped by this (None: no cap). Streams
+    # get the client's deadline only. The cap also ends a streaming method not listed below,
+    # which otherwise hangs until a deadline (grpc waits for a unary answer's end forever).
+    incumbent_timeout: float | None = 30.0
+    max_inflight: int = 512  # mirrored calls in flight across arms; beyond it copies are shed
+    max_message_bytes: int = 4 << 20  # largest message received or sent, both directions, every hop
+    stream_methods: tuple[str, ...] = ()  # full method paths forwarded as streams, e.g. "/pkg.Svc/Watch"
+
+
+def grpc_target(value: str) -> str:
+    """'grpc://host:port' or 'host:port' -> 'host:port' (the channel target)."""
+    for scheme in ("grpc://", "http://"):
+        if value.startswith(scheme):
+            value = value[len(scheme):]
+    value = value.rstrip("/")
+    if value.startswith(("grpcs://", "https://")) or "/" in value or ":" not in value:
+        raise ValueError(f"gRPC upstream: expected host:port or grpc://host:port, got {value!r} (TLS is not supported yet)")
+    return value
+
+
+def forwardable(metadata) -> list[tuple[str, str | bytes]]:
+    """End-to-end metadata: drops hop-by-hop keys, pseudo-headers and grpc-* reserved keys."""
+    out = []
+    for item in metadata or ():
+        key, value = item[0], item[1]
+        key = key.lower()
+        if key.startswith((":", "grpc-")) or key in _HOP_BY_HOP:
+            continue
+        out.append((key, value))
+    return out
+
+
+def _code(code: grpc.StatusCode) -> int:
+    return code.value[0]
+
+
+class GrpcProxyMetrics(ProxyMetrics):
+    """ProxyMetrics whose response classes are gRPC code names ("OK", "NOT_FOUND"...), not "2xx"."""
+
+    def outcome(self, arm: str, outcome: ArmOutcome) -> None:
+        if outcome.error is not None or outcome.status is None:
+            super().outcome(arm, outcome)
+            return
+        self.latency_counts[arm][bisect_left(BUCKETS, outcome.latency_s)] += 1
+        self.latency_sum[arm] += outcome.latency_s
+        code = _CODES.get(outcome.status)
+        self.responses[arm, code.name if code else str(outcome.status)] += 1
+
+
+class _Handler(grpc.GenericRpcHandler):
+    def __init__(self, proxy: GrpcShadowProxy):
+        self.proxy = proxy
+
+    def service(self, handler_call_details):
+        method = handler_call_details.method
+        if isinstance(method, bytes):  # older grpcio
+            method = method.decode()
+        if method in self.proxy.stream_methods:
+            async def stream(request_iterator, context):
+                async for response in self.proxy.forward_stream(method, request_iterator, context):
+                    yield response
+
+            return grpc.stream_stream_rpc_method_handler(stream)
+
+        async def unary(request: bytes, context) -> bytes:
+            return await self.proxy.unary(method, request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary)  # no (de)serializers: bytes in, bytes out
+
+
+class GrpcShadowProxy:
+    """Forwards calls to the incumbent, mirrors unary calls to the shadows, reports exchanges."""
+
+    def __init__(self, settings: GrpcProxySettings, sink: Sink | None = None, metrics: ProxyMetrics | None = None):
+        self.settings = settings
+        self.sink = sink
+        self.stream_methods = frozenset(settings.stream_methods)
+        self.channel_options = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ]
+        # One channel per upstream, opened lazily on the serving loop (a grpc.aio channel binds to it).
+        self.targets = {INCUMBENT: grpc_target(settings.incumbent)}
+        for arm, url in ((CANDIDATE, settings.candidate), (BASELINE, settings.baseline)):
+            if url:
+                self.targets[arm] = grpc_target(url)
+        self.shadows = tuple(arm for arm in self.targets if arm != INCUMBENT)
+        self.arms = (INCUMBENT, *self.shadows)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.metrics = metrics or GrpcProxyMetrics(self.arms)
+        self.metrics.inflight = lambda: self.inflight
+        self.sampler = Sampler(settings.sample, settings.seed)
+        self.request_ids = RequestIds()
+        self.inflight = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return _Handler(self)
+
+    def channel(self, arm: str) -> grpc.aio.Channel:
+        channel = self._channels.get(arm)
+        if channel is None:
+            channel = self._channels[arm] = grpc.aio.insecure_channel(self.targets[arm], options=self.channel_options)
+        return channel
+
+    @staticmethod
+    def _deadline(context, limit: float | None) -> float | None:
+        remaining = context.time_remaining()
+        if remaining is None:
+            return limit
+        return remaining if limit is None else min(remaining, limit)
+
+    # -- unary: forwarded and mirrored -------------------------------------------------------
+
+    async def unary(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        started_at = time.time()
+        self.metrics.requests += 1
+        metadata = forwardable(context.invocation_metadata())
+        request_id = next((v for k, v in metadata if k == "x-request-id"), None)
+        if request_id is None:
+            request_id = self.request_ids.next().decode()
+            metadata.append(("x-request-id", request_id))
+        elif isinstance(request_id, bytes):
+            request_id = request_id.decode("latin-1")
+        exchange = Exchange(request_id, started_at, GRPC_METHOD, method, request)
+        timeout = self._deadline(context, self.settings.incumbent_timeout)
+
+        mirror = bool(self.shadows) and self.sampler.take()
+        pending = _PendingExchange(exchange, 1 + (len(self.shadows) if mirror else 0), self.sink)
+        # The incumbent's call is created first: grpc.aio starts it before any mirror task runs.
+        self.metrics.sent[INCUMBENT] += 1
+        sent = time.perf_counter()
+        call = self.channel(INCUMBENT).unary_unary(method)(request, metadata=metadata, timeout=timeout)
+        if mirror:
+            shadow_metadata = metadata + [("x-shadow-request", "1")]
+            shadow_timeout = self.settings.shadow_timeout
+            if timeout is not None:  # the client's deadline is propagated to the copies too
+                shadow_timeout = min(shadow_timeout, timeout)
+            loop = asyncio.get_running_loop()
+            for arm in self.shadows:
+                if self.inflight >= self.settings.max_inflight:
+                    self.metrics.shed[arm] += 1
+                    pending.done(arm, ArmOutcome(error=SHED))
+                    continue
+                self.inflight += 1
+                task = loop.create_task(self._mirror(arm, method, request, shadow_metadata, shadow_timeout, pending))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        try:
+            response = await call
+        except grpc.aio.AioRpcError as exc:
+            latency = time.perf_counter() - sent
+            outcome = self._error_outcome(exc, latency, timeout)
+            self.metrics.outcome(INCUMBENT, outcome)
+            pending.done(INCUMBENT, outcome)
+            initial = forwardable(exc.initial_metadata())
+            if initial:
+                await context.send_initial_metadata(initial)
+            await context.abort(exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ()))
+            raise AssertionError("unreachable: abort raises")  # pragma: no cover
+        except asyncio.CancelledError:  # the client went away: still an exchange
+            outcome = ArmOutcome(latency_s=time.perf_counter() - sent, error=TIMEOUT)
+            self.metrics.outcome(INCUMBENT, outcome)
+            pending.done(INCUMBENT, outcome)
+            call.cancel()
+            raise
+        latency = time.perf_counter() - sent
+        outcome = ArmOutcome(0, latency, response)
+        self.metrics.outcome(INCUMBENT, outcome)
+        pending.done(INCUMBENT, outcome)
+        initial = forwardable(await call.initial_metadata())
+        if initial:
+            await context.send_initial_metadata(initial)
+        trailing = await call.trailing_metadata()
+        if trailing:
+            context.set_trailing_metadata(tuple(trailing))
+        return response
+
+    @staticmethod
+    def _error_outcome(exc: grpc.aio.AioRpcError, latency: float, timeout: float | None) -> ArmOutcome:
+        code = exc.code()
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None and latency >= timeout * 0.95:
+            return ArmOutcome(latency_s=latency, error=TIMEOUT)  # our deadline, not the upstream's answer
+        if code == grpc.StatusCode.UNAVAILABLE:
+            details = (exc.details() or "").lower()
+            if any(hint in details for hint in _CONNECT_HINTS):
+                return ArmOutcome(latency_s=latency, error=CONNECT)
+        return ArmOutcome(_code(code), latency, None)
+
+    async def _mirror(self, arm: str, method: str, request: bytes, metadata, timeout: float, pending: _PendingExchange) -> None:
+        self.metrics.sent[arm] += 1
+        sent = time.perf_counter()
+        try:
+            response = await self.channel(arm).unary_unary(method)(request, metadata=metadata, timeout=timeout)
+            outcome = ArmOutcome(0, time.perf_counter() - sent, response)
+        except grpc.aio.AioRpcError as exc:
+            outcome = self._error_outcome(exc, time.perf_counter() - sent, timeout)
+        except asyncio.CancelledError:
+            # Cancelled by the drain deadline: still an outcome, and the exchange still lands.
+            outcome = ArmOutcome(latency_s=time.perf_counter() - sent, error=TIMEOUT)
+        except Exception:  # a bug here must not lose the exchange
+            log.exception("mirror to %s failed", arm)
+            outcome = ArmOutcome(latency_s=time.perf_counter() - sent, error=INTERNAL)
+        finally:
+            self.inflight -= 1
+        self.metrics.outcome(arm, outcome)
+        pending.done(arm, outcome)
+
+    # -- streams: forwarded to the incumbent only ------------------------------------------
+
+    async def forward_stream(self, method: str, request_iterator, context) -> AsyncIterator[bytes]:
+        """Any-cardinality call relayed message by message; captured with the incumbent arm only.
+
+        The exchange's request body is empty and the arm's body None: streams are not recorded
+        message by message (yet); status and latency are.
+        """
+        started_at = time.time()
+        self.metrics.requests += 1
+        metadata = forwardable(context.invocation_metadata())
+        request_id = next((v for k, v in metadata if k == "x-request-id"), None)
+        if request_id is None:
+            request_id = self.request_ids.next().decode()
+            metadata.append(("x-request-id", request_id))
+        elif isinstance(request_id, bytes):
+            request_id = request_id.decode("latin-1")
+        pending = _PendingExchange(Exchange(request_id, started_at, GRPC_METHOD, method, b""), 1, self.sink)
+        timeout = self._deadline(context, None)
+
+        async def requests():
+            async for message in request_iterator:
+                yield message
+
+        self.metrics.sent[INCUMBENT] += 1
+        sent = time.perf_counter()
+        call = self.channel(INCUMBENT).stream_stream(method)(requests(), metadata=metadata, timeout=timeout)
+        outcome = None
+        try:
+            initial = forwardable(await call.initial_metadata())
+            if initial:
+                await context.send_initial_metadata(initial)
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as exc:
+            outcome = self._error_outcome(exc, time.perf_counter() - sent, timeout)
+            self._finish(pending, outcome)
+            await context.abort(exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ()))
+        except BaseException:
+            call.cancel()
+            self._finish(pending, ArmOutcome(latency_s=time.perf_counter() - sent, error=TIMEOUT))
+            raise
+        code = await call.code()
+        if code != grpc.StatusCode.OK:  # the iterator ends without raising on some paths
+            self._finish(pending, ArmOutcome(_code(code), time.perf_counter() - sent, None))
+            await context.abort(code, await call.details() or "", tuple(await call.trailing_metadata() or ()))
+        trailing = await call.trailing_metadata()
+        if trailing:
+            context.set_trailing_metadata(tuple(trailing))
+        self._finish(pending, ArmOutcome(0, time.perf_counter() - sent, None))
+
+    def _finish(self, pending: _PendingExchange, outcome: ArmOutcome) -> None:
+        if pending.remaining:
+            self.metrics.outcome(INCUMBENT, outcome)
+            pending.done(INCUMBENT, outcome)
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> None:
+        """Let mirrored copies finish within `timeout`, then cancel (and record) the rest."""
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=max(timeout, 0.0))
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        await self.close()
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
+
+
+def make_server(proxy: GrpcShadowProxy, listen: tuple[str, int]) -> tuple[grpc.aio.Server, int]:
+    """A grpc.aio server (not started) serving `proxy` on `listen`; returns it and the bound port."""
+    server = grpc.aio.server(options=proxy.channel_options)
+    server.add_generic_rpc_handlers([proxy.handler()])
+    host, port = listen
+    bound = server.add_insecure_port(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}")
+    return server, bound
+
+
+def serve_grpc_proxy(
+    settings: GrpcProxySettings,
+    *,
+    listen: tuple[str, int],
+    run_dir: Path,
+    metrics_listen: tuple[str, int] | None = None,
+    drain_timeout: float = 10.0,
+    on_ready=None,
+) -> None:
+    """Run the gRPC shadow proxy, capturing to `run_dir/capture.db`, until SIGTERM or SIGINT.
+
+    Drain order: stop accepting and let calls in progress finish (grace: `drain_timeout`),
+    let mirrored copies finish within what is left of it (then cancel and record them),
+    close the channels, flush the capture. `on_ready(port)` is called once listening.
+    Runs on the standard asyncio loop (grpc.aio does not support uvloop).
+    """
+    from harness.capture import CaptureWriter
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    capture = CaptureWriter(run_dir / "capture.db")
+    capture.set_meta("seed", settings.seed)
+    capture.set_meta("proxy_settings", {**vars(settings), "protocol": "grpc", "stream_methods": list(settings.stream_methods)})
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        proxy = GrpcShadowProxy(settings, sink=capture.write)
+        server, port = make_server(proxy, listen)
+        await server.start()
+        if metrics_listen is not None:
+            proxy.metrics.serve(*metrics_listen)
+        log.info("grpc shadow proxy on %s:%d -> incumbent %s", listen[0], port, settings.incumbent)
+        if on_ready is not None:
+            on_ready(port)
+        await stopping.wait()
+        deadline = time.monotonic() + drain_timeout
+        await server.stop(drain_timeout)
+        await proxy.drain(deadline - time.monotonic())
+        capture.close()
+        log.info("drained; %d exchanges captured", capture.written)
+
+    try:
+        asyncio.run(main())
+    finally:
+        capture.close()
