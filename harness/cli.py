@@ -403,7 +403,7 @@ def scenario_schema() -> None:
 @app.command()
 def analyze(
     run_dir: Annotated[Path, typer.Argument(help="A run directory holding capture.db.")],
-    codec: Annotated[Optional[str], typer.Option(help="v2, v1 or generic. Default: the run's recorded codec, else detected.")] = None,
+    codec: Annotated[Optional[str], typer.Option(help="v2, v1, generic or v2grpc. Default: the run's recorded codec, else detected.")] = None,
     select: Annotated[
         Optional[str], typer.Option(help="Generic codec selectors, e.g. 'label=predictions[*].label,score=predictions[*].p'.")
     ] = None,
