@@ -10,6 +10,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	# NVIDIA's tritonclient, for the interop tests: every release pins a protobuf or
+	# geventhttpclient that conflicts with ours (protobuf 7, locust's geventhttpclient), though
+	# 2.73.0 runs fine with them; so it comes without its pins, and its own needs by hand.
+	$(BIN)/pip install --quiet --no-deps 'tritonclient==2.73.0'
+	$(BIN)/pip install --quiet ml-dtypes python-rapidjson urllib3
 	touch $(STAMP)
 
 # A verdict is a result, not a failure: exit codes 0 GO, 1 NO-GO and 3 INCONCLUSIVE all
@@ -23,6 +28,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/analyze_bench.py
+	$(BIN)/python benchmarks/grpc_bench.py
 
 clean:
 	rm -rf $(VENV) runs benchmarks/out

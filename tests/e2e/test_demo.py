@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -28,9 +29,10 @@ def test_demo_runs_end_to_end_and_writes_all_four_reports(tmp_path):
     report = json.loads((run_dir / "report.json").read_text())
     assert report["verdict"] == "INCONCLUSIVE" and report["required_n"] > 120
     assert json.loads((run_dir / "run.json").read_text())["seed"] == 3
+    answered = int(re.search(r"load: ([\d,]+) requests", result.stdout).group(1).replace(",", ""))
     with CaptureReader(run_dir / "capture.db") as capture:
         summary = capture.summary()
-        assert capture.count() >= 60  # ~120 requests were sent; Locust's ramp eats a little
+        assert answered > 0 and capture.count() >= answered  # every answered request is in the capture
     assert summary["incumbent"]["ok"] == summary["incumbent"]["present"] == summary["candidate"]["ok"]
     for name in ("incumbent", "candidate", "proxy"):
         assert (run_dir / "logs" / f"{name}.log").exists()
