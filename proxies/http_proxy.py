@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.records import BASELINE, CANDIDATE, INCUMBENT, INTERNAL, SHED, TIMEOUT, ArmOutcome, Exchange
-from harness.faults import FaultPlan
+from harness.faults import Decision, FaultPlan
 from harness.faults.base import Action
 from harness.sampling import Sampler
 from proxies.http1 import Request, Response, encode_request, end_to_end
@@ -61,6 +61,32 @@ class _PendingExchange:
         self.remaining -= 1
         if self.remaining == 0 and self.sink is not None:
             self.sink(self.exchange)
+
+
+class _FaultedPayload:
+    """A faulted request body, built once for every arm it goes to, and only when a mirror
+    task first needs it: by then the incumbent's request is already on the wire, so the
+    decode-fault-encode work never delays production."""
+
+    __slots__ = ("plan", "decision", "body", "_faulted")
+
+    def __init__(self, plan: FaultPlan, decision: Decision, body: bytes):
+        self.plan, self.decision, self.body = plan, decision, body
+        self._faulted: bytes | None = None
+
+    def faulted(self) -> bytes:
+        if self._faulted is None:
+            self._faulted = self.plan.apply_payload(self.decision, self.body) or self.body
+        return self._faulted
+
+    def request(self, method: bytes, target: bytes, headers: list, upstream: Upstream):
+        """A callable giving (request bytes, body length) for this arm's copy."""
+
+        def build() -> tuple[bytes, int]:
+            body = self.faulted()
+            return ShadowProxy._encode(method, target, headers, upstream, body), len(body)
+
+        return build
 
 
 class RequestIds:
@@ -136,7 +162,7 @@ class ShadowProxy:
         exchange = Exchange(request_id.decode("latin-1"), started_at, req.method.decode(), target.decode("latin-1"), req.body)
 
         mirror = self.shadows and self.sampler.take()
-        decision = faulted = None
+        decision = payload = None
         if self.plan is not None:
             now = time.monotonic()
             if self._t0 is None:
@@ -144,7 +170,7 @@ class ShadowProxy:
             decision = self.plan.decide(self._seq, now - self._t0)
             self._seq += 1
             if mirror and decision.payload:
-                faulted = self.plan.apply_payload(decision, req.body)
+                payload = _FaultedPayload(self.plan, decision, req.body)
         pending = _PendingExchange(exchange, 1 + (len(self.shadows) if mirror else 0), self.sink)
         incumbent_call = self.incumbent.request(
             self._encode(req.method, target, headers, self.incumbent, req.body), head=head, timeout=self.settings.incumbent_timeout
@@ -152,17 +178,16 @@ class ShadowProxy:
         if mirror:
             shadow_headers = headers + [(b"x-shadow-request", b"1")]
             for arm, upstream in self.shadows:
-                labels, actions = (decision.faults_for(arm), decision.actions_for(arm)) if decision else ((), ())
                 if self.inflight >= self.settings.max_inflight:
                     self.metrics.shed[arm] += 1
                     pending.done(arm, ArmOutcome(error=SHED))  # never sent: no fault was applied
                     continue
                 self.inflight += 1
-                body = faulted if faulted is not None and arm in decision.payload_arms else req.body
-                data = self._encode(req.method, target, shadow_headers, upstream, body)
-                task = asyncio.get_running_loop().create_task(
-                    self._mirror(arm, upstream, data, len(body), head, pending, labels, actions)
-                )
+                if payload is not None and arm in decision.payload_arms:
+                    copy = payload.request(req.method, target, shadow_headers, upstream)
+                else:
+                    copy = (self._encode(req.method, target, shadow_headers, upstream, req.body), len(req.body))
+                task = asyncio.get_running_loop().create_task(self._mirror(arm, upstream, copy, head, pending, decision))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
@@ -198,14 +223,15 @@ class ShadowProxy:
         self,
         arm: str,
         upstream: Upstream,
-        data: bytes,
-        body_length: int,
+        copy,  # (request bytes, body length), or a callable making them (a faulted body, built late)
         head: bool,
         pending: _PendingExchange,
-        labels: tuple[str, ...] = (),
-        actions: tuple[Action, ...] = (),
+        decision: Decision | None = None,
     ) -> None:
         self.metrics.sent[arm] += 1
+        data, body_length = copy() if callable(copy) else copy
+        # After the body is built: a payload fault that could not be applied has marked its label.
+        labels, actions = (decision.faults_for(arm), decision.actions_for(arm)) if decision else ((), ())
         sent = time.perf_counter()
         timeout = self.settings.shadow_timeout
         try:
