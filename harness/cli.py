@@ -149,22 +149,32 @@ def serve_demo(
     run(knobs, listen=(host, port), on_ready=lambda p: ready_line(f"demo {role.value}", host, p))
 
 
+# Options both shadow proxies take.
+SampleOpt = Annotated[float, typer.Option(help="Fraction of requests mirrored (seeded draw).")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the sampling draws (recorded in the run).")]
+RunDirOpt = Annotated[Optional[Path], typer.Option(help="Where capture.db and run.json go. Default: runs/<run-id>.")]
+MetricsOpt = Annotated[Optional[str], typer.Option(help="HOST:PORT for Prometheus metrics.")]
+InflightOpt = Annotated[int, typer.Option(help="Mirrored requests in flight before copies are shed.")]
+ShadowTimeoutOpt = Annotated[float, typer.Option(help="Seconds a mirrored copy may take.")]
+DrainOpt = Annotated[float, typer.Option(help="Seconds to finish in-flight work on SIGTERM.")]
+
+
 @proxy_app.command("http")
 def proxy_http(
     incumbent: Annotated[str, typer.Option(help="Incumbent URL (answers the client), e.g. http://127.0.0.1:8001.")],
     candidate: Annotated[Optional[str], typer.Option(help="Candidate URL (mirrored copy).")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Baseline URL: a second incumbent, the noise floor.")] = None,
     listen: Annotated[str, typer.Option(help="HOST:PORT to accept clients on.")] = "127.0.0.1:8000",
-    sample: Annotated[float, typer.Option(help="Fraction of requests mirrored (seeded draw).")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seed of the sampling draws (recorded in the run).")] = 0,
-    run_dir: Annotated[Optional[Path], typer.Option(help="Where capture.db and run.json go. Default: runs/<run-id>.")] = None,
-    metrics_listen: Annotated[Optional[str], typer.Option(help="HOST:PORT for Prometheus metrics.")] = None,
-    max_inflight: Annotated[int, typer.Option(help="Mirrored requests in flight before copies are shed.")] = 512,
-    shadow_timeout: Annotated[float, typer.Option(help="Seconds a mirrored copy may take.")] = 5.0,
+    sample: SampleOpt = 1.0,
+    seed: SeedOpt = 0,
+    run_dir: RunDirOpt = None,
+    metrics_listen: MetricsOpt = None,
+    max_inflight: InflightOpt = 512,
+    shadow_timeout: ShadowTimeoutOpt = 5.0,
     incumbent_timeout: Annotated[float, typer.Option(help="Seconds the incumbent may take before the client gets 504.")] = 30.0,
     client_timeout: Annotated[float, typer.Option(help="Seconds a client may take to send a request (then 408).")] = 10.0,
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes (then 413).")] = 8 << 20,
-    drain_timeout: Annotated[float, typer.Option(help="Seconds to finish in-flight work on SIGTERM.")] = 10.0,
+    drain_timeout: DrainOpt = 10.0,
     faults: Annotated[
         Optional[Path], typer.Option(help="Fault plan (YAML/JSON: {seed, codec, faults: [...]}) applied to mirrored copies.")
     ] = None,
@@ -247,18 +257,18 @@ def proxy_grpc(
     candidate: Annotated[Optional[str], typer.Option(help="Candidate host:port (mirrored copy of unary calls).")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Baseline host:port: a second incumbent, the noise floor.")] = None,
     listen: Annotated[str, typer.Option(help="HOST:PORT to accept clients on.")] = "127.0.0.1:8010",
-    sample: Annotated[float, typer.Option(help="Fraction of unary calls mirrored (seeded draw).")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seed of the sampling draws (recorded in the run).")] = 0,
-    run_dir: Annotated[Optional[Path], typer.Option(help="Where capture.db and run.json go. Default: runs/<run-id>.")] = None,
-    metrics_listen: Annotated[Optional[str], typer.Option(help="HOST:PORT for Prometheus metrics.")] = None,
-    max_inflight: Annotated[int, typer.Option(help="Mirrored calls in flight before copies are shed.")] = 512,
-    shadow_timeout: Annotated[float, typer.Option(help="Seconds a mirrored copy may take.")] = 5.0,
+    sample: SampleOpt = 1.0,
+    seed: SeedOpt = 0,
+    run_dir: RunDirOpt = None,
+    metrics_listen: MetricsOpt = None,
+    max_inflight: InflightOpt = 512,
+    shadow_timeout: ShadowTimeoutOpt = 5.0,
     incumbent_timeout: Annotated[float, typer.Option(help="Upper limit on a unary call's deadline, s.")] = 30.0,
     max_message_bytes: Annotated[int, typer.Option(help="Largest message in either direction, bytes.")] = 4 << 20,
     stream_method: Annotated[
         Optional[list[str]], typer.Option(help="Full path of a streaming method, forwarded as a stream (repeatable).")
     ] = None,
-    drain_timeout: Annotated[float, typer.Option(help="Seconds to finish in-flight work on SIGTERM.")] = 10.0,
+    drain_timeout: DrainOpt = 10.0,
 ) -> None:
     """gRPC shadow proxy: any service, raw bytes; unary calls mirrored, listed streams forwarded.
 
