@@ -313,6 +313,11 @@ class Codec(ABC):
     def _extract_response(self, obj: Any) -> RawPrediction:
         """One parsed response body -> validated lists; DecodeError when it has no prediction."""
 
+    def _parse_response(self, body: bytes | None) -> Any:
+        """One response body -> what `_extract_response` reads: JSON here; a binary protocol's
+        codec overrides it (DecodeError when the body is not that protocol's message)."""
+        return parse_json(body)
+
     def decode_response(self, body: bytes) -> Prediction:
         """One response body -> Prediction; DecodeError for anything not decodable."""
         return self.decode_responses([body]).prediction(0)
@@ -341,10 +346,10 @@ class Codec(ABC):
         value_bodies: list[int] = []
         values: list = []
         prob_groups: dict[int, tuple[list[int], list]] = {}  # k -> (bodies, flat values)
-        extract = self._extract_response
+        extract, parse = self._extract_response, self._parse_response
         for i, body in enumerate(bodies):
             try:
-                n, body_labels, body_probs, k, body_values = extract(parse_json(body))
+                n, body_labels, body_probs, k, body_values = extract(parse(body))
             except DecodeError as exc:
                 errors[i] = str(exc)
                 continue

@@ -38,8 +38,6 @@ import numpy as np
 from harness.codecs.base import (
     DecodeError,
     Features,
-    PredictionBatch,
-    _finish,
     features_from_columns,
 )
 from harness.codecs.v2 import V2Codec, _inputs, _is_tensor
@@ -284,6 +282,9 @@ class V2GrpcCodec(V2Codec):
 
     # -- responses -------------------------------------------------------------------------
 
+    def _parse_response(self, body: bytes | None) -> dict:
+        return self.response_outputs(body)
+
     def response_outputs(self, body: bytes) -> dict:
         """A response as the REST codec sees one: `{"outputs": [{name, datatype, shape, data}]}`."""
         pb = messages()
@@ -296,34 +297,6 @@ class V2GrpcCodec(V2Codec):
             values = tensor_values(message, i, inputs=False, what=what)
             outputs.append({"name": o.name, "datatype": o.datatype, "shape": list(o.shape), "data": values.tolist()})
         return {"outputs": outputs}
-
-    def decode_responses(self, bodies: Sequence[bytes | None], *, templated: bool | None = None) -> PredictionBatch:
-        m = len(bodies)
-        rows = [0] * m
-        errors: dict[int, str] = {}
-        label_bodies: list[int] = []
-        labels: list = []
-        value_bodies: list[int] = []
-        values: list = []
-        prob_groups: dict[int, tuple[list[int], list]] = {}
-        for i, body in enumerate(bodies):
-            try:
-                n, body_labels, body_probs, k, body_values = self._extract_response(self.response_outputs(body))
-            except DecodeError as exc:
-                errors[i] = str(exc)
-                continue
-            rows[i] = n
-            if body_labels is not None:
-                label_bodies.append(i)
-                labels += body_labels
-            if body_values is not None:
-                value_bodies.append(i)
-                values += body_values
-            if body_probs is not None:
-                group = prob_groups.setdefault(k, ([], []))
-                group[0].append(i)
-                group[1].extend(body_probs)
-        return _finish(rows, errors, label_bodies, labels, value_bodies, values, prob_groups)
 
     # -- requests --------------------------------------------------------------------------
 
