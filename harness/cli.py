@@ -231,8 +231,10 @@ def proxy_http(
     )
 
 
-def _load_fault_plan(path: Path):
-    """A FaultPlan from a file: `{seed: N, codec: v2|v1|generic|null, faults: [{type: ..., ...}]}`."""
+def _load_fault_plan(path: Path, default_codec: str | None = None):
+    """A FaultPlan from a file: `{seed: N, codec: NAME|null, faults: [{type: ..., ...}]}`.
+
+    Without a codec the plan decodes with `default_codec` (None: v2, then v1, per body)."""
     import yaml
 
     from harness.codecs import get_codec
@@ -245,7 +247,8 @@ def _load_fault_plan(path: Path):
     if not isinstance(doc, dict) or not isinstance(doc.get("faults"), list):
         raise UsageError(f"--faults {path}: expected a mapping with a 'faults' list")
     try:
-        codec = get_codec(doc["codec"]) if doc.get("codec") else None
+        codec_name = doc.get("codec") or default_codec
+        codec = get_codec(codec_name) if codec_name else None
         return FaultPlan.from_specs(doc["faults"], int(doc.get("seed", 0)), codec)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"--faults {path}: {exc}") from None
@@ -269,6 +272,10 @@ def proxy_grpc(
         Optional[list[str]], typer.Option(help="Full path of a streaming method, forwarded as a stream (repeatable).")
     ] = None,
     drain_timeout: DrainOpt = 10.0,
+    faults: Annotated[
+        Optional[Path],
+        typer.Option(help="Fault plan (YAML/JSON: {seed, codec, faults: [...]}) applied to mirrored unary calls; codec default v2grpc."),
+    ] = None,
 ) -> None:
     """gRPC shadow proxy: any service, raw bytes; unary calls mirrored, listed streams forwarded.
 
@@ -302,6 +309,7 @@ def proxy_grpc(
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    plan = _load_fault_plan(faults, default_codec="v2grpc") if faults is not None else None
     host, port = _host_port(listen, "--listen")
     metrics = _host_port(metrics_listen, "--metrics-listen") if metrics_listen else None
     if run_dir is None:
@@ -315,6 +323,7 @@ def proxy_grpc(
         metrics_listen=metrics,
         drain_timeout=drain_timeout,
         on_ready=lambda p: ready_line("grpc proxy", host, p),
+        plan=plan,
     )
 
 

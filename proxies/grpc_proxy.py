@@ -26,6 +26,7 @@ from pathlib import Path
 
 import grpc
 
+from harness.faults import FaultPlan
 from harness.records import BASELINE, CANDIDATE, CONNECT, INCUMBENT, INTERNAL, SHED, TIMEOUT, ArmOutcome, Exchange
 from harness.sampling import Sampler
 from proxies.http_proxy import RequestIds, _PendingExchange
@@ -130,8 +131,17 @@ class _Handler(grpc.GenericRpcHandler):
 class GrpcShadowProxy:
     """Forwards calls to the incumbent, mirrors unary calls to the shadows, reports exchanges."""
 
-    def __init__(self, settings: GrpcProxySettings, sink: Sink | None = None, metrics: ProxyMetrics | None = None):
+    def __init__(
+        self,
+        settings: GrpcProxySettings,
+        sink: Sink | None = None,
+        metrics: ProxyMetrics | None = None,
+        plan: FaultPlan | None = None,
+    ):
         self.settings = settings
+        self.plan = plan if plan is not None and len(plan) else None
+        self._seq = 0  # arrival order of unary calls: the fault plan's request number
+        self._t0 = time.monotonic()  # the plan's windows are in seconds since the proxy started
         self.sink = sink
         self.stream_methods = frozenset(settings.stream_methods)
         self.channel_options = [
@@ -359,6 +369,7 @@ def serve_grpc_proxy(
     metrics_listen: tuple[str, int] | None = None,
     drain_timeout: float = 10.0,
     on_ready=None,
+    plan: FaultPlan | None = None,
 ) -> None:
     """Run the gRPC shadow proxy, capturing to `run_dir/capture.db`, until SIGTERM or SIGINT.
 
@@ -368,19 +379,21 @@ def serve_grpc_proxy(
     Runs on the standard asyncio loop (grpc.aio does not support uvloop).
     """
     from harness.capture import CaptureWriter
+    from proxies.serve import record_plan
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     capture = CaptureWriter(run_dir / "capture.db")
     capture.set_meta("seed", settings.seed)
     capture.set_meta("proxy_settings", {**vars(settings), "protocol": "grpc", "stream_methods": list(settings.stream_methods)})
+    record_plan(plan, capture, run_dir)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
-        proxy = GrpcShadowProxy(settings, sink=capture.write)
+        proxy = GrpcShadowProxy(settings, sink=capture.write, plan=plan)
         server, port = make_server(proxy, listen)
         await server.start()
         if metrics_listen is not None:

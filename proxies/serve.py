@@ -28,6 +28,14 @@ def split_host_port(value: str, *, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def record_plan(plan, capture, run_dir: Path) -> None:
+    """Put a fault plan in the capture's meta and in `run_dir/faults.json` (the ledger's key)."""
+    if plan is not None:
+        faults = {"seed": plan.seed, "faults": plan.describe()}
+        capture.set_meta("faults", faults)
+        (run_dir / "faults.json").write_text(json.dumps(faults, indent=2) + "\n")
+
+
 def serve_proxy(
     settings: ProxySettings,
     *,
@@ -50,10 +58,7 @@ def serve_proxy(
     capture = CaptureWriter(run_dir / "capture.db")
     capture.set_meta("seed", settings.seed)  # the sampling draws replay from it
     capture.set_meta("proxy_settings", vars(settings))
-    if plan is not None:
-        faults = {"seed": plan.seed, "faults": plan.describe()}
-        capture.set_meta("faults", faults)
-        (run_dir / "faults.json").write_text(json.dumps(faults, indent=2) + "\n")
+    record_plan(plan, capture, run_dir)
     proxy = ShadowProxy(settings, sink=capture.write, plan=plan)
     server = HTTPServer(proxy, max_body=settings.max_body, client_timeout=client_timeout)
     proxy.metrics.server = server  # its refusals (400, 413, 408...) are counted there
