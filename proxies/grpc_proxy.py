@@ -140,7 +140,10 @@ class GrpcShadowProxy:
     ):
         self.settings = settings
         self.plan = plan if plan is not None and len(plan) else None
-        self._seq = 0  # arrival order of unary calls: the fault plan's request number
+        # The fault plan's request number: arrival order of unary calls. Worker i of N numbers
+        # its calls i, i+N, i+2N... (set `_seq = i`, `seq_stride = N`), so workers never share one.
+        self._seq = 0
+        self.seq_stride = 1
         self._t0 = time.monotonic()  # the plan's windows are in seconds since the proxy started
         self.sink = sink
         self.stream_methods = frozenset(settings.stream_methods)
