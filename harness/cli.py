@@ -310,6 +310,13 @@ def proxy_grpc(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     plan = _load_fault_plan(faults, default_codec="v2grpc") if faults is not None else None
+    if plan is not None:
+        from proxies.grpc_proxy import check_plan
+
+        try:
+            check_plan(plan)
+        except ValueError as exc:
+            raise UsageError(f"--faults {faults}: {exc}") from None
     host, port = _host_port(listen, "--listen")
     metrics = _host_port(metrics_listen, "--metrics-listen") if metrics_listen else None
     if run_dir is None:

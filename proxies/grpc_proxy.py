@@ -26,10 +26,12 @@ from pathlib import Path
 
 import grpc
 
-from harness.faults import FaultPlan
-from harness.records import BASELINE, CANDIDATE, CONNECT, INCUMBENT, INTERNAL, SHED, TIMEOUT, ArmOutcome, Exchange
+from harness.faults import FaultPlan, TransportFault
+from harness.faults.base import Action
+from harness.faults.plan import Decision
+from harness.records import BASELINE, CANDIDATE, CONNECT, INCUMBENT, INTERNAL, RESET, SHED, TIMEOUT, ArmOutcome, Exchange
 from harness.sampling import Sampler
-from proxies.http_proxy import RequestIds, _PendingExchange
+from proxies.http_proxy import RequestIds, _FaultedPayload, _PendingExchange
 from proxies.metrics import BUCKETS, ProxyMetrics
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,19 @@ _HOP_BY_HOP = frozenset(
 
 _CONNECT_HINTS = ("failed to connect", "connection refused", "dns resolution failed", "name resolution")
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+# Transport fault actions a gRPC copy can be given. Throttle and truncate work on the bytes of
+# one HTTP/1.1 connection; gRPC multiplexes calls on one HTTP/2 connection and grpcio frames
+# each message itself, so neither can be done to one call without touching the others.
+GRPC_ACTIONS = frozenset({"delay", "abort", "hang", "reset"})
+
+
+def check_plan(plan: FaultPlan) -> None:
+    """ValueError naming the first transport fault the gRPC proxy cannot execute."""
+    for fault in plan.faults:
+        if isinstance(fault, TransportFault) and fault.action(0.0).kind not in GRPC_ACTIONS:
+            raise ValueError(f"fault {fault.name!r} is not supported over gRPC (supported transport faults: "
+                             "latency, abort, hang, reset; payload faults go through the codec)")
 
 
 @dataclass
@@ -140,11 +155,13 @@ class GrpcShadowProxy:
     ):
         self.settings = settings
         self.plan = plan if plan is not None and len(plan) else None
+        if self.plan is not None:
+            check_plan(self.plan)
         # The fault plan's request number: arrival order of unary calls. Worker i of N numbers
         # its calls i, i+N, i+2N... (set `_seq = i`, `seq_stride = N`), so workers never share one.
         self._seq = 0
         self.seq_stride = 1
-        self._t0 = time.monotonic()  # the plan's windows are in seconds since the proxy started
+        self._t0: float | None = None  # the plan's windows count from the first call
         self.sink = sink
         self.stream_methods = frozenset(settings.stream_methods)
         self.channel_options = [
@@ -198,6 +215,15 @@ class GrpcShadowProxy:
         timeout = self._deadline(context, self.settings.incumbent_timeout)
 
         mirror = bool(self.shadows) and self.sampler.take()
+        decision = payload = None
+        if self.plan is not None:  # decided for every call, mirrored or not, like the HTTP proxy
+            now = time.monotonic()
+            if self._t0 is None:
+                self._t0 = now
+            decision = self.plan.decide(self._seq, now - self._t0)
+            self._seq += self.seq_stride
+            if mirror and decision.payload:
+                payload = _FaultedPayload(self.plan, decision, request)
         pending = _PendingExchange(exchange, 1 + (len(self.shadows) if mirror else 0), self.sink)
         # The incumbent's call is created first: grpc.aio starts it before any mirror task runs.
         self.metrics.sent[INCUMBENT] += 1
@@ -215,7 +241,8 @@ class GrpcShadowProxy:
                     pending.done(arm, ArmOutcome(error=SHED))
                     continue
                 self.inflight += 1
-                task = loop.create_task(self._mirror(arm, method, request, shadow_metadata, shadow_timeout, pending))
+                copy = payload if payload is not None and arm in decision.payload_arms else request
+                task = loop.create_task(self._mirror(arm, method, copy, shadow_metadata, shadow_timeout, pending, decision))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
@@ -260,12 +287,27 @@ class GrpcShadowProxy:
                 return ArmOutcome(latency_s=latency, error=CONNECT)
         return ArmOutcome(_code(code), latency, None)
 
-    async def _mirror(self, arm: str, method: str, request: bytes, metadata, timeout: float, pending: _PendingExchange) -> None:
+    async def _mirror(
+        self,
+        arm: str,
+        method: str,
+        copy: bytes | _FaultedPayload,  # a faulted body is built here, off the client's path
+        metadata,
+        timeout: float,
+        pending: _PendingExchange,
+        decision: Decision | None = None,
+    ) -> None:
         self.metrics.sent[arm] += 1
+        request = copy if isinstance(copy, bytes) else copy.faulted()
+        # After the body is built: a payload fault that could not be applied has marked its label.
+        labels, actions = (decision.faults_for(arm), decision.actions_for(arm)) if decision else ((), ())
         sent = time.perf_counter()
         try:
-            response = await self.channel(arm).unary_unary(method)(request, metadata=metadata, timeout=timeout)
-            outcome = ArmOutcome(0, time.perf_counter() - sent, response)
+            if actions:
+                outcome = await self._deliver_faulted(arm, method, request, metadata, timeout, actions, sent)
+            else:
+                response = await self.channel(arm).unary_unary(method)(request, metadata=metadata, timeout=timeout)
+                outcome = ArmOutcome(0, time.perf_counter() - sent, response)
         except grpc.aio.AioRpcError as exc:
             outcome = self._error_outcome(exc, time.perf_counter() - sent, timeout)
         except asyncio.CancelledError:
@@ -276,8 +318,38 @@ class GrpcShadowProxy:
             outcome = ArmOutcome(latency_s=time.perf_counter() - sent, error=INTERNAL)
         finally:
             self.inflight -= 1
+        outcome.faults = labels
         self.metrics.outcome(arm, outcome)
         pending.done(arm, outcome)
+
+    async def _deliver_faulted(
+        self, arm: str, method: str, request: bytes, metadata, timeout: float, actions: tuple[Action, ...], sent: float
+    ) -> ArmOutcome:
+        """Execute a fault plan's transport actions on one copy (the kinds in GRPC_ACTIONS).
+
+        The arm's deadline covers any delay, as over HTTP; failures of the call itself raise
+        AioRpcError, recorded by the caller like those of an unfaulted copy.
+        """
+        call = None
+        for action in actions:
+            if action.kind == "delay":  # counts in the arm's latency: it is network time
+                await asyncio.sleep(min(action.delay_s, timeout))
+            elif action.kind == "abort":  # the arm is never called
+                return ArmOutcome(action.grpc_status, time.perf_counter() - sent, None)
+            elif action.kind == "hang":  # nothing comes back before the arm's deadline
+                await asyncio.sleep(timeout)
+                return ArmOutcome(latency_s=time.perf_counter() - sent, error=TIMEOUT)
+            elif action.kind == "reset":  # send, then cancel the call (RST_STREAM) unread
+                remaining = timeout - (time.perf_counter() - sent)
+                call = self.channel(arm).unary_unary(method)(request, metadata=metadata, timeout=max(remaining, 0.001))
+                await asyncio.sleep(min(action.after_s, max(remaining, 0.0)))
+                call.cancel()
+                return ArmOutcome(latency_s=time.perf_counter() - sent, error=RESET)
+        remaining = timeout - (time.perf_counter() - sent)
+        if remaining <= 0:
+            return ArmOutcome(latency_s=time.perf_counter() - sent, error=TIMEOUT)
+        response = await self.channel(arm).unary_unary(method)(request, metadata=metadata, timeout=remaining)
+        return ArmOutcome(0, time.perf_counter() - sent, response)
 
     # -- streams: forwarded to the incumbent only ------------------------------------------
 

@@ -234,6 +234,7 @@ class Action(NamedTuple):
     after_s: float = 0.0
     keep_fraction: float = 1.0
     keep_bytes: int | None = None
+    grpc_status: int = 0  # abort over gRPC: the status code recorded instead of `status`
 
     @property
     def terminal(self) -> bool:
@@ -293,27 +294,43 @@ class Latency(TransportFault):
 
 DEFAULT_ABORT_BODY = '{"error":"shadowline: injected abort"}'
 
+# The gRPC code a client sees for an HTTP status from a server that is not gRPC
+# (grpc/grpc doc/http-grpc-status-mapping.md); every other status maps to UNKNOWN (2).
+GRPC_CODE_OF_HTTP = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
+GRPC_UNKNOWN = 2
+
+
+def grpc_code_of_http(status: int) -> int:
+    """The gRPC status code an HTTP status stands for (400 -> INTERNAL, 503 -> UNAVAILABLE...)."""
+    return GRPC_CODE_OF_HTTP.get(status, GRPC_UNKNOWN)
+
 
 @register
 @dataclass(frozen=True, kw_only=True)
 class Abort(TransportFault):
-    """Answer for the arm with `status` and `body`, without calling it."""
+    """Answer for the arm with `status` and `body`, without calling it. Over gRPC the answer
+    is `grpc_status` (default: the gRPC code `status` maps to) with `body` as its details."""
 
     name: ClassVar[str] = "abort"
 
     status: int = 503
     body: str = DEFAULT_ABORT_BODY
+    grpc_status: int | None = None  # 1..16; None: grpc_code_of_http(status)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._number("status", 100, 599, integer=True)
         if not isinstance(self.body, str):
             self._bad("body", "must be a string")
+        self._number("grpc_status", 1, 16, integer=True, optional=True)  # 0 is OK: not an abort
 
     def action(self, u: float) -> Action:
-        return Action("abort", self.ledger_label, status=self.status, body=self.body.encode())
+        grpc_status = self.grpc_status if self.grpc_status is not None else grpc_code_of_http(self.status)
+        return Action("abort", self.ledger_label, status=self.status, body=self.body.encode(), grpc_status=grpc_status)
 
     def _default_label(self) -> str:
+        if self.grpc_status is not None:
+            return f"abort:grpc{self.grpc_status}"
         return f"abort:{self.status}"
 
 

@@ -480,3 +480,21 @@ def test_docs_cover_every_fault_and_parameter():
             if param in common:
                 continue
             assert f"`{param}`" in sections[name], f"docs/faults.md: {name} does not document {param}"
+
+
+@pytest.mark.parametrize(("status", "code"), [(503, 14), (502, 14), (504, 14), (429, 14), (400, 13), (401, 16),
+                                              (403, 7), (404, 12), (500, 2), (418, 2)])
+def test_abort_over_grpc_maps_the_http_status_like_grpc_does(status, code):
+    fault = make_fault({"type": "abort", "status": status})
+    assert fault.action(0.0).grpc_status == code
+    assert fault.ledger_label == f"abort:{status}"
+
+
+def test_abort_with_an_explicit_grpc_status():
+    fault = make_fault({"type": "abort", "grpc_status": 8.0})
+    assert fault.action(0.0).grpc_status == 8
+    assert fault.ledger_label == "abort:grpc8"
+    assert make_fault({"type": "abort", **fault.params()}) == fault  # round-trips through the run directory's faults.json
+    for bad in (0, 17, "UNAVAILABLE", 2.5):
+        with pytest.raises(ValueError, match="grpc_status"):
+            make_fault({"type": "abort", "grpc_status": bad})
