@@ -14,6 +14,7 @@ ModelInfer accepts typed or raw inputs, one input per feature or one `features` 
 tensor, in any numeric datatype the REST demo accepts (FP32, FP64, INT32, INT64). The response
 has `label` (INT64 [N]) and `probabilities` (FP32 [N, 2]), typed by default; raw
 (`raw_output_contents`) when the inputs came raw or the request parameter `raw_output` is true.
+The server offers gRPC server reflection for its service.
 
     python -m proxies.demo_grpc --listen 127.0.0.1:0 --role candidate --variant broken
 """
@@ -28,6 +29,7 @@ from collections.abc import Callable
 
 import grpc
 import numpy as np
+from grpc_reflection.v1alpha import reflection
 
 from harness import __version__
 from harness.codecs.base import DecodeError
@@ -195,6 +197,9 @@ async def start_demo_grpc(knobs: DemoKnobs, listen: tuple[str, int]) -> tuple[gr
     """A started grpc.aio server for the demo model, and the port it bound."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((DemoGrpcService(knobs).handler(),))
+    # Server reflection, as Triton and KServe offer it: `analyze --reflection` reads the
+    # service's descriptors from here instead of a descriptor-set file.
+    reflection.enable_server_reflection((SERVICE, reflection.SERVICE_NAME), server)
     host, port = listen
     bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     if not bound:

@@ -208,3 +208,14 @@ def test_sigterm_stops_cleanly(tmp_path):
     with grpc.insecure_channel(f"127.0.0.1:{child.port}") as channel:
         assert call(channel, "ServerLive", pb.ServerLiveRequest()).live is True
     assert child.stop() == 0
+
+
+def test_the_demo_server_offers_reflection_of_its_service(servers):
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    database = ProtoReflectionDescriptorDatabase(servers["incumbent"])
+    assert "inference.GRPCInferenceService" in database.get_services()
+    file = database.FindFileContainingSymbol("inference.GRPCInferenceService")
+    service = next(s for s in file.service if s.name == "GRPCInferenceService")
+    assert [m.name for m in service.method] == ["ServerLive", "ServerReady", "ModelReady", "ServerMetadata",
+                                                "ModelMetadata", "ModelInfer"]
