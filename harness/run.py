@@ -5,6 +5,10 @@ it, the shadow proxy with the scenario's fault plan), drives the load with Locus
 toxics at phase boundaries, then stops everything (always, by PID, even on Ctrl-C or a
 failure) and judges the capture with the scenario's checks and contracts.
 
+Protocol: with `protocol: grpc` the demo servers are `serve-demo --grpc`, the shadow proxy is
+`proxy grpc` (same options and fault plan file; its codec default is v2grpc) and the load calls
+ModelInfer; servers and the proxy are then addressed as grpc://host:port. Nothing else changes.
+
 Time: fault windows and phases count from the first request the proxy receives (the first
 exchange in the capture); a timeline thread switches toxics at the phase boundaries on that
 clock, within a few tens of milliseconds.
@@ -35,12 +39,17 @@ class Runner:
         self.children: list[Child] = []
         self.logs = run_dir / "logs"
         self.toxic_controls: dict[str, object] = {}  # arm -> ToxicControl of its own toxic proxy
+        self.grpc = scenario.protocol == "grpc"
         self.active_toxics: dict[str, set[str]] = {}  # arm -> names of the toxics on
 
     def _spawn(self, name: str, *args: str, ready_lines: int = 1) -> Child:
         child = spawn(name, shadowline_command(*args), self.logs / f"{name}.log", ready_lines=ready_lines)
         self.children.append(child)
         return child
+
+    def address(self, child: Child) -> str:
+        """How the proxy and the load reach a server started here: http://host:port, or grpc://host:port."""
+        return f"grpc://{child.host}:{child.port}" if self.grpc else child.url
 
     def record_liveness(self) -> None:
         """Which arms' servers (those started here) are still alive after the load: no_crash reads it."""
@@ -88,7 +97,9 @@ class Runner:
                 args += ["--crash-after", str(demo.crash_after)]
             if demo.dependency == "toxic":
                 args += ["--dependency", dependencies[arm], "--dependency-timeout-ms", str(demo.dependency_timeout_ms)]
-            urls[arm] = self._spawn(arm, *args).url
+            if self.grpc:
+                args.append("--grpc")  # the same model and knobs, over v2 gRPC
+            urls[arm] = self.address(self._spawn(arm, *args))
         return urls
 
     def start_proxy(self, urls: dict[str, str], phases) -> Child:
@@ -96,7 +107,7 @@ class Runner:
         plan = {"seed": self.scenario.seed, "codec": self.scenario.codec, "faults": [f for p in phases for f in p.faults]}
         plan_path = self.run_dir / "fault-plan.json"
         plan_path.write_text(json.dumps(plan, indent=2) + "\n")
-        args = ["proxy", "http", "--listen", "127.0.0.1:0", "--incumbent", urls["incumbent"],
+        args = ["proxy", self.scenario.protocol, "--listen", "127.0.0.1:0", "--incumbent", urls["incumbent"],
                 "--run-dir", str(self.run_dir), "--seed", str(self.scenario.seed), "--sample", str(settings.sample),
                 "--shadow-timeout", str(settings.shadow_timeout_s), "--incumbent-timeout", str(settings.incumbent_timeout_s),
                 "--max-inflight", str(settings.max_inflight), "--faults", str(plan_path)]
@@ -176,7 +187,8 @@ def run_scenario(path: Path, *, run_dir: Path | None = None) -> int:
         urls = runner.start_targets()
         proxy = runner.start_proxy(urls, phases)
         spec = LoadSpec(
-            target=proxy.url,
+            target=runner.address(proxy),
+            protocol=scenario.protocol,
             duration_s=total,
             users=scenario.users(),
             rows_per_request=scenario.traffic.rows_per_request,
@@ -184,6 +196,8 @@ def run_scenario(path: Path, *, run_dir: Path | None = None) -> int:
             seed=scenario.seed,
             shape=scenario.load_shape(),
             source=scenario.traffic.source(),
+            spawn_rate=scenario.load.spawn_rate,
+            timeout_s=scenario.load.timeout_s or 10.0,
         )
         timeline = ToxicTimeline(runner, phases, run_dir / "capture.db")
         timeline.start()

@@ -2,8 +2,9 @@
 
 `LoadSpec.shape` (formats: `harness.load.shapes`) says how the rate moves over the run;
 `LoadSpec.source` (formats: `harness.load.sources`) says what is sent. Both modules are pure
-and safe to import anywhere. Never import `harness.load.locustfile` here or anywhere in the
-main process.
+and safe to import anywhere, as is `harness.load.calls` (what each user sends, over HTTP or
+gRPC). Never import `harness.load.locustfile` or `harness.load.grpc_client` here or anywhere in
+the main process.
 """
 
 from harness.load.driver import (

@@ -14,6 +14,10 @@ What to send and when: `LoadSpec.source` (see `harness.load.sources`) and `LoadS
 as JSON in SHADOWLINE_LOAD_SOURCE and SHADOWLINE_LOAD_SHAPE. With a shape, the locustfile's
 LoadTestShape drives the run and ends it at the shape's duration (Locust's -u, -r and
 --run-time are not passed); without one, the run is the constant `rate` it always was.
+
+`LoadSpec.protocol` picks the user (SHADOWLINE_LOAD_PROTOCOL): `http` POSTs v2 JSON bodies to
+an http:// target; `grpc` calls `inference.GRPCInferenceService/ModelInfer` on a grpc://host:port
+(or host:port) target with the same rows (`harness.load.calls`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from harness.load import shapes, sources
+from harness.load import calls, shapes, sources
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]  # so the Locust process imports `harness`
@@ -40,15 +44,22 @@ STOP_TIMEOUT_S = 2  # Locust's --stop-timeout: time for in-flight requests to fi
 _TERM_WAIT_S = 5.0  # after SIGTERM, how long Locust gets to write its stats before SIGKILL
 
 
-def loopback_host(url: str) -> str:
+def loopback_host(url: str, protocol: str = "http") -> str:
     """The host of `url` if it is a loopback address; ValueError otherwise.
 
     Only literal loopback IPs and `localhost` pass: names are not resolved, so a name that
-    happens to resolve to 127.0.0.1 today cannot point the load elsewhere tomorrow.
+    happens to resolve to 127.0.0.1 today cannot point the load elsewhere tomorrow. Over
+    gRPC the target is grpc://host:port or host:port.
     """
-    parts = urlsplit(url)
+    if protocol == "grpc":
+        try:
+            parts = urlsplit("grpc://" + calls.grpc_channel_target(url))
+        except ValueError:
+            raise ValueError(f"load target must be grpc://host:port (or host:port) on a loopback address, got {url!r}") from None
+    else:
+        parts = urlsplit(url)
     host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not host:
+    if protocol != "grpc" and (parts.scheme not in ("http", "https") or not host):
         raise ValueError(f"load target must be an http(s) URL on a loopback address, got {url!r}")
     try:
         is_loopback = ipaddress.ip_address(host).is_loopback
@@ -63,7 +74,7 @@ def loopback_host(url: str) -> str:
 
 @dataclass(frozen=True)
 class LoadSpec:
-    target: str  # base URL of the proxy (or model) under load, loopback only
+    target: str  # base URL of the proxy (or model) under load, loopback only (gRPC: grpc://host:port)
     rate: float = 50.0  # requests/s over all users
     duration_s: int = 10  # Locust's --run-time takes whole seconds
     # Each user sends rate/users requests/s one after another, so a response slower than
@@ -83,9 +94,13 @@ class LoadSpec:
     shape: dict | None = None
     # What to send (harness.load.sources): None is the demo model's synthetic rows.
     source: dict | None = None
+    # "http": v2 JSON over HTTP; "grpc": the same rows as v2 ModelInfer calls (harness.load.calls)
+    protocol: str = "http"
 
     def __post_init__(self) -> None:
-        loopback_host(self.target)
+        if self.protocol not in calls.PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(calls.PROTOCOLS)}, got {self.protocol!r}")
+        loopback_host(self.target, self.protocol)
         if not self.rate > 0:
             raise ValueError(f"rate must be > 0 requests/s, got {self.rate}")
         if int(self.duration_s) != self.duration_s or self.duration_s < 1:
@@ -105,6 +120,7 @@ class LoadSpec:
             self.resolved_shape()  # defaults that do not fit (a spike past duration_s) fail now
         if self.source is not None:
             object.__setattr__(self, "source", sources.validate_source(self.source, "source"))
+            sources.check_replay_protocol(self.source, self.protocol, "source")
 
     def resolved_shape(self) -> dict | None:
         """The shape with this spec's defaults filled in: what the Locust process runs."""
@@ -140,7 +156,7 @@ class LoadProcess:
     """A running Locust process. Use `wait()` or `stop()`; both always leave it ended."""
 
     def __init__(self, spec: LoadSpec, out_dir: str | os.PathLike) -> None:
-        loopback_host(spec.target)  # a spec built with object.__setattr__ tricks still gets checked
+        loopback_host(spec.target, spec.protocol)  # a spec built with object.__setattr__ tricks still gets checked
         self.spec = spec
         self.out_dir = Path(out_dir).resolve()
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -296,6 +312,7 @@ def _child_env(spec: LoadSpec) -> dict[str, str]:
         SHADOWLINE_LOAD_RATE=repr(float(spec.rate)),
         SHADOWLINE_LOAD_USERS=str(spec.users),
         SHADOWLINE_LOAD_TIMEOUT=repr(float(spec.timeout_s)),
+        SHADOWLINE_LOAD_PROTOCOL=spec.protocol,
     )
     if spec.shape is not None:
         env["SHADOWLINE_LOAD_SHAPE"] = json.dumps(spec.resolved_shape())

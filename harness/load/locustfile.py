@@ -14,6 +14,11 @@ SHADOWLINE_LOAD_* environment variables:
     SHADOWLINE_LOAD_SHAPE       optional: a resolved shape, JSON (`shapes.resolve_shape`)
     SHADOWLINE_LOAD_SPAWN_RATE  optional, with a shape: users started per second
     SHADOWLINE_LOAD_SOURCE      optional: a validated source, JSON (`sources.validate_source`)
+    SHADOWLINE_LOAD_PROTOCOL    http (default: v2 JSON POSTs) or grpc (v2 ModelInfer calls)
+
+One user class runs, by protocol: `InferUser` (FastHttpUser) over HTTP, `GrpcInferUser` (a
+plain User whose client is a grpc channel, `harness.load.grpc_client`) over gRPC; the other is
+abstract. Both send the same stream (`harness.load.calls.UserStream`) at the same pace.
 
 Without SHADOWLINE_LOAD_SHAPE, no LoadTestShape is defined and Locust's own -u, -r and
 --run-time drive the run (as docker-compose does). With a built-in shape, `SpecShape` keeps
@@ -43,11 +48,9 @@ import time
 
 import gevent
 import locust.stats
-import numpy as np
-from locust import FastHttpUser, LoadTestShape, events, task
+from locust import FastHttpUser, LoadTestShape, User, events, task
 
-from harness.load import shapes, sources
-from harness.load.sources import demo_request
+from harness.load import calls, shapes, sources
 
 
 def _json_env(name: str) -> dict | None:
@@ -63,6 +66,12 @@ USERS = int(os.environ.get("SHADOWLINE_LOAD_USERS", "1"))
 TIMEOUT_S = float(os.environ.get("SHADOWLINE_LOAD_TIMEOUT", "10"))
 SHAPE = _json_env("SHADOWLINE_LOAD_SHAPE")
 SOURCE = _json_env("SHADOWLINE_LOAD_SOURCE")
+PROTOCOL = os.environ.get("SHADOWLINE_LOAD_PROTOCOL", "http")
+if PROTOCOL not in calls.PROTOCOLS:
+    raise ValueError(f"SHADOWLINE_LOAD_PROTOCOL must be one of {', '.join(calls.PROTOCOLS)}, got {PROTOCOL!r}")
+if PROTOCOL == "grpc":
+    # Switches grpc to gevent: after Locust's monkey-patching (import locust, above), before any channel.
+    from harness.load.grpc_client import GrpcClient
 
 # Locust rewrites its --csv files every second but flushes them only every 5 s (documented
 # knob). The driver reads them for live progress, so flush on every write.
@@ -184,17 +193,14 @@ elif SOURCE is not None and SOURCE["type"] == "file":
     if not RECORDS:
         raise ValueError(f"source.path {SOURCE['path']}: no recorded requests")
 
-build_request = demo_request  # the default body, kept under its old name
-
 # Users are created one after another in this process, so a counter gives each a stable
 # index; together with the worker index it stays distinct when Locust runs distributed.
 _user_index = itertools.count()
 _skipped_slots = 0  # slots users let pass because they were busy (logged at quit)
 
 
-class InferUser(FastHttpUser):
-    network_timeout = TIMEOUT_S
-    connection_timeout = TIMEOUT_S
+class _PacedUser:
+    """What both users share: the request stream and the pace (mixed into a Locust User)."""
 
     def on_start(self) -> None:
         runner = self.environment.runner
@@ -202,11 +208,10 @@ class InferUser(FastHttpUser):
         self.user_index = next(_user_index)
         # Drawing from the user's own generator makes its whole request stream a pure
         # function of (seed, worker, user), independent of timing and of the other users.
-        self.rng = np.random.default_rng([SEED, worker, self.user_index])
-        self.id_prefix = f"load-{SEED}-w{worker}-u{self.user_index}"
-        self.sent = 0
-        self.default_path = f"/v2/models/{MODEL}/infer"
-        self.slice = sources.user_slice(RECORDS, self.user_index, POOL) if RECORDS else None
+        self.stream = calls.UserStream(
+            protocol=PROTOCOL, seed=SEED, worker=worker, user_index=self.user_index, pool=POOL, model=MODEL,
+            rows=ROWS, layout=LAYOUT, features=FEATURES, records=RECORDS,
+        )
         # Locust starts a spawn batch of users at the same instant; phasing each user onto
         # its own slots of the schedule turns them into one steady stream instead of bursts.
         self.t0 = _run_started if _run_started is not None else time.perf_counter()
@@ -223,28 +228,48 @@ class InferUser(FastHttpUser):
         # shape ends the run meanwhile.
         return min(max(self.pacer.due - (time.perf_counter() - self.t0), 0.0), 1.0)
 
+    def due(self) -> bool:
+        """Whether the user's next slot has come (else wait_time sleeps towards it)."""
+        return time.perf_counter() - self.t0 >= self.pacer.due - 0.001
+
+    def sent(self) -> None:
+        self.pacer.sent(time.perf_counter() - self.t0)
+
+
+class InferUser(_PacedUser, FastHttpUser):
+    abstract = PROTOCOL != "http"
+    network_timeout = TIMEOUT_S
+    connection_timeout = TIMEOUT_S
+
     @task
     def infer(self) -> None:
-        if time.perf_counter() - self.t0 < self.pacer.due - 0.001:
-            return  # not due yet; wait_time sleeps towards it
-        request_id = f"{self.id_prefix}-{self.sent}"
-        headers = {"content-type": "application/json", "x-request-id": request_id}
-        if self.slice is not None:
-            record = self.slice[self.sent % len(self.slice)]
-            method, path, body, name = record.method, record.path or self.default_path, record.body, "replay"
-            # Recorded headers as recorded (their x-request-id was dropped: ours is unique).
-            headers = {**record.headers, "x-request-id": request_id}
-            if not any(k.lower() == "content-type" for k in record.headers):
-                headers["content-type"] = "application/json"
-        else:
-            if FEATURES is not None:
-                payload = sources.synthetic_request(FEATURES, self.rng, request_id, ROWS, LAYOUT)
-            else:
-                payload = build_request(self.rng, request_id, ROWS, LAYOUT)
-            method, path, body, name = "POST", self.default_path, json.dumps(payload), "v2 infer"
-        self.sent += 1
+        if not self.due():
+            return
+        call = self.stream.next()
         # A non-2xx is recorded as a failure by FastHttpUser and the user carries on.
         # No redirects: a Location header must not take the load off the loopback target.
-        self.client.request(method, path, data=body if body or method not in ("GET", "HEAD") else None,
-                            headers=headers, name=name, allow_redirects=False)
-        self.pacer.sent(time.perf_counter() - self.t0)
+        body = call.body if call.body or call.method not in ("GET", "HEAD") else None
+        self.client.request(call.method, call.path, data=body, headers=call.headers, name=call.name, allow_redirects=False)
+        self.sent()
+
+
+class GrpcInferUser(_PacedUser, User):
+    abstract = PROTOCOL != "grpc"
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.client = GrpcClient(self.host, self.environment, TIMEOUT_S)
+
+    def on_stop(self) -> None:
+        super().on_stop()
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+
+    @task
+    def infer(self) -> None:
+        if not self.due():
+            return
+        # A status other than OK is a Locust failure (GrpcClient) and the user carries on.
+        self.client.call(self.stream.next())
+        self.sent()

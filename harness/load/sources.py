@@ -35,7 +35,9 @@ capture, anything else JSON lines); `limit` keeps only the first N requests.
   `body` required): a string body is sent as its UTF-8 text, any other JSON value as compact
   JSON. `method` defaults to POST.
 - capture: `method`, `route` and `request_body` of the `exchanges` table in `seq` order, read
-  through a read-only SQLite connection (safe while a proxy still writes it).
+  through a read-only SQLite connection (safe while a proxy still writes it). A capture of the
+  gRPC proxy (method `GRPC`, route the method path) is replayed only by a gRPC load, and a gRPC
+  load replays nothing else (`check_replay_protocol`).
 
 The request path is the recorded one (path and query only: the host of an absolute URL is
 dropped, the load always goes to the LoadSpec's target), else /v2/models/{model}/infer.
@@ -427,6 +429,34 @@ def load_records(source: Mapping) -> list[RecordedRequest]:
         return _read_capture(path, limit) if fmt == "capture" else _read_jsonl(path, limit)
     except OSError as e:
         raise ValueError(f"{path}: cannot read recorded requests ({e})") from None
+
+
+GRPC_METHOD = "GRPC"  # Exchange.method of a gRPC exchange in a capture (proxies.grpc_proxy)
+
+
+def check_replay_protocol(source: Mapping, protocol: str, field: str = "source") -> None:
+    """ValueError when a validated source cannot be sent over `protocol`.
+
+    A capture of the gRPC proxy holds serialized messages under their method paths: only a
+    gRPC load can replay them. Over gRPC, only such a capture can be replayed: JSON lines and
+    HTTP captures hold JSON bodies, and a synthetic source with `missing` values would send
+    nulls, which a v2 gRPC tensor cannot carry.
+    """
+    if source.get("type") == "synthetic":
+        if protocol == "grpc":
+            for i, f in enumerate(source.get("features") or ()):
+                if f.get("missing", 0) > 0:
+                    raise ValueError(f"{field}.features[{i}] ({f['name']}).missing: a v2 gRPC tensor cannot carry "
+                                     "a null; over gRPC, missing must be 0")
+        return
+    records = load_records(source)
+    grpc = sum(r.method == GRPC_METHOD for r in records)
+    if protocol == "grpc" and grpc < len(records):
+        raise ValueError(f"{field}.path: {source['path']} holds HTTP requests; over gRPC only a capture "
+                         "recorded by the gRPC proxy can be replayed")
+    if protocol != "grpc" and grpc:
+        raise ValueError(f"{field}.path: {source['path']} holds gRPC calls (a capture of the gRPC proxy); "
+                         "replay it over gRPC")
 
 
 def user_slice(records: Sequence[RecordedRequest], index: int, count: int) -> list[RecordedRequest]:

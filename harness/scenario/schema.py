@@ -94,7 +94,19 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # scenario, phase and fault names
 _FEATURE_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
 _MODEL_NAME = r"^[A-Za-z0-9._-]+$"  # as in /v2/models/{model}/infer
 _SHAPE_CLASS = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
-_URL_PATTERN = r"^http://[^/?#@\s]+:[0-9]+(/[^?#\s]*)?$"
+# http://host:port[/prefix] (protocol http); grpc://host:port or host:port (protocol grpc)
+_URL_PATTERN = r"^(http://[^/?#@\s]+:[0-9]+(/[^?#\s]*)?|(grpc://)?[^/?#@\s:]+:[0-9]+/?|(grpc://)?\[[0-9A-Fa-f:.]+\]:[0-9]+/?)$"
+PROTOCOLS = ("http", "grpc")
+CODECS = ("v2", "v1", "generic", "v2grpc")
+# Faults the gRPC shadow proxy cannot execute, and why (checked when protocol is grpc).
+GRPC_UNSUPPORTED_FAULTS = {
+    "bandwidth": "it throttles the bytes of one HTTP/1.1 connection; gRPC multiplexes calls on one "
+    "HTTP/2 connection and grpcio frames each message itself",
+    "truncate": "it cuts the body under its Content-Length on one HTTP/1.1 connection; grpcio frames "
+    "each message itself",
+    "malformed_json": "it breaks JSON text; gRPC requests are protobuf messages",
+    "oversize": "it pads JSON text; gRPC requests are protobuf messages",
+}
 # What each pattern means, for error messages.
 PATTERNS = {
     _NAME: "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -158,10 +170,23 @@ def _tagged(tag: str, tp: Any) -> Any:
 # Targets
 
 
+def target_scheme(url: str) -> str:
+    """`http` for an http:// URL, `grpc` for grpc://host:port or host:port (a gRPC target)."""
+    return url.split("://", 1)[0] if "://" in url else "grpc"
+
+
+def _split(url: str):
+    return urlsplit(url if "://" in url else "grpc://" + url)
+
+
 def _check_url(url: str) -> str:
+    """http://host:port[/prefix], grpc://host:port or host:port; which one the scenario's
+    protocol takes is a rule across fields (`_protocol_problems`)."""
+    if target_scheme(url) == "grpc":
+        return _check_grpc_target(url)
     parts = urlsplit(url)
     if parts.scheme != "http":
-        raise ValueError(f"expected an http://host:port URL (or 'demo'), got {url!r}")
+        raise ValueError(f"expected an http://host:port URL (or 'demo'), got {url!r}; over gRPC: host:port or grpc://host:port")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError(f"expected http://host:port with at most a path, got {url!r}")
     try:
@@ -173,9 +198,22 @@ def _check_url(url: str) -> str:
     return url
 
 
+def _check_grpc_target(url: str) -> str:
+    parts = _split(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"the port of {url!r} is not a number from 1 to 65535") from None
+    if parts.username or parts.password or parts.query or parts.fragment or parts.path not in ("", "/"):
+        raise ValueError(f"a gRPC target is host:port or grpc://host:port, without a path, got {url!r}")
+    if not parts.hostname or port is None or not 1 <= port <= 65535:
+        raise ValueError(f"expected host:port or grpc://host:port with an explicit port, got {url!r}")
+    return url
+
+
 def is_loopback(url: str) -> bool:
     """True when the URL's host is a literal loopback address or `localhost` (never resolved)."""
-    host = urlsplit(url).hostname or ""
+    host = _split(url).hostname or ""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -186,7 +224,11 @@ Url = Annotated[
     str,
     AfterValidator(_check_url),
     WithJsonSchema(
-        {"type": "string", "pattern": _URL_PATTERN, "description": "http://host:port of a running model server"}
+        {
+            "type": "string",
+            "pattern": _URL_PATTERN,
+            "description": "a running model server: http://host:port (protocol http); host:port or grpc://host:port (grpc)",
+        }
     ),
 ]
 
@@ -262,7 +304,9 @@ class Targets(_Model):
     """The model servers: the incumbent answers the client, the candidate and baseline get copies."""
 
     incumbent: Target = Field(
-        "demo", description="'demo' (start the demo incumbent), {demo: {...}} or the URL of a running server."
+        "demo",
+        description="'demo' (start the demo incumbent), {demo: {...}} or the URL of a running server "
+        "(http://host:port; over gRPC host:port or grpc://host:port).",
     )
     candidate: Target = Field(
         "demo", description="'demo' (the demo candidate, variant subtle), {demo: {...}} or a URL."
@@ -1156,9 +1200,15 @@ class Scenario(_Model):
     name: str = Field(pattern=_NAME, description="Scenario name (letters, digits, '.', '_', '-').")
     description: str = Field("", description="What the scenario proves.")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of the load, the sampling and every fault draw.")
-    protocol: Literal["http"] = Field("http", description="http (gRPC later).")
-    codec: Literal["v2", "v1", "generic"] | None = Field(
-        None, description="How responses are read: v2, v1 or generic. null: detected (the demo servers speak v2)."
+    protocol: Literal[PROTOCOLS] = Field(  # type: ignore[valid-type]
+        "http",
+        description="http: requests are HTTP (v2 JSON to /v2/models/{model}/infer); grpc: Open Inference "
+        "Protocol v2 over gRPC (inference.GRPCInferenceService/ModelInfer), codec v2grpc.",
+    )
+    codec: Literal[CODECS] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="How requests and responses are read: v2, v1 or generic (HTTP), v2grpc (gRPC). null: "
+        "detected over HTTP (the demo servers speak v2); v2grpc over gRPC.",
     )
     select: str | None = Field(
         None, description="Generic codec selectors, e.g. 'label=predictions[*].label,score=predictions[*].p'."
@@ -1218,6 +1268,8 @@ class Scenario(_Model):
     def _cross(self) -> Scenario:
         if "baseline" not in self.targets.model_fields_set and any(p.faulted for p in self.phases):
             self.targets.baseline = "incumbent"  # a chaos scenario's noise floor, unless `baseline: null`
+        if self.protocol == "grpc" and self.codec is None:
+            self.codec = "v2grpc"  # the only codec that reads gRPC messages; written out in the resolved form
         problems = list(_cross_problems(self))
         if problems:
             raise Problems(problems)
@@ -1382,6 +1434,7 @@ def _run_window(spec: dict, start: float, duration: float) -> dict:
 def _cross_problems(s: Scenario) -> Iterator[tuple[str, str]]:
     """Rules across fields, as (path, message)."""
     yield from _target_problems(s)
+    yield from _protocol_problems(s)
     labels: dict[str, str] = {}  # label -> where it is defined
     kinds: dict[str, tuple] = {}  # label -> ("fault" | "toxic", spec, phase)
     yield from _phase_problems(s, labels, kinds)
@@ -1405,7 +1458,7 @@ def _target_problems(s: Scenario) -> Iterator[tuple[str, str]]:
             url = s.targets.url(arm)
             if url is not None and getattr(s.targets, arm) != "incumbent" and not is_loopback(url):
                 yield (f"targets.{arm}", f"{url} is not a loopback address; scenarios send load and faults to loopback targets only (allow_remote_targets: true overrides)")
-    if demo_arms and s.codec not in (None, "v2"):
+    if demo_arms and s.protocol == "http" and s.codec not in (None, "v2", "v2grpc"):  # gRPC: _protocol_problems
         yield ("codec", f"the demo servers speak the Open Inference Protocol v2; codec {s.codec!r} cannot read them")
     if s.select is not None and s.codec != "generic":
         yield ("select", "selectors are for codec: generic")
@@ -1433,6 +1486,59 @@ def _target_problems(s: Scenario) -> Iterator[tuple[str, str]]:
         validate_source(s.traffic.source(), "traffic")
     except ValueError as exc:
         yield ("traffic", str(exc))
+
+
+def _protocol_problems(s: Scenario) -> Iterator[tuple[str, str]]:
+    """Targets, codec and faults that fit the protocol."""
+    grpc = s.protocol == "grpc"
+    if grpc and s.codec != "v2grpc":
+        yield ("codec", f"over gRPC the requests and responses are v2 protobuf messages: codec v2grpc (or null); {s.codec!r} reads JSON bodies")
+    if not grpc and s.codec == "v2grpc":
+        yield ("codec", "v2grpc reads gRPC messages; this scenario's protocol is http (set protocol: grpc)")
+    for arm in s.targets.arms():
+        url = getattr(s.targets, arm)
+        if not isinstance(url, str) or url in ("demo", "incumbent"):
+            continue
+        scheme = target_scheme(url)
+        if grpc and scheme != "grpc":
+            yield (f"targets.{arm}", f"{url} is an HTTP URL; over gRPC a target is host:port or grpc://host:port")
+        elif not grpc and scheme != "http":
+            yield (f"targets.{arm}", f"{url} is a gRPC target; with protocol http give http://host:port (or set protocol: grpc)")
+    yield from _traffic_protocol_problems(s)
+    if not grpc:
+        return
+    for i, phase in enumerate(s.phases):
+        for j, fault in enumerate(phase.faults):
+            path = f"phases[{i}].faults[{j}]"
+            why = GRPC_UNSUPPORTED_FAULTS.get(fault.type)
+            if why is not None:
+                yield (f"{path}.type", f"{fault.type} is not supported over gRPC: {why}")
+            elif fault.type == "broken_chars" and (fault.model_extra or {}).get("raw"):
+                yield (f"{path}.raw", "broken_chars raw breaks a JSON string literal; over gRPC use it without raw (text features)")
+            for k, selector in enumerate(fault.fields or ()):
+                if selector.startswith("$"):
+                    yield (join_path(path, f"fields[{k}]"), f"JSON paths select nodes of a JSON body; over gRPC select features by name or '#index' (got {selector!r})")
+
+
+def _traffic_protocol_problems(s: Scenario) -> Iterator[tuple[str, str]]:
+    """Over gRPC no nulls (a tensor has none) and only gRPC captures replayed; over HTTP no gRPC captures."""
+    from harness.load.sources import check_replay_protocol, validate_source
+
+    synthetic = s.traffic.synthetic
+    if s.protocol == "grpc" and synthetic is not None:
+        for i, feature in enumerate(synthetic.features or ()):
+            if feature.missing > 0:
+                yield (f"traffic.synthetic.features[{i}].missing", "a v2 gRPC tensor cannot carry a null; over gRPC, missing must be 0")
+    if s.traffic.file is not None:
+        try:
+            source = validate_source(s.traffic.source(), "traffic")
+        except ValueError:
+            return  # reported by _target_problems
+        try:
+            check_replay_protocol(source, s.protocol, "traffic.file")
+        except ValueError as exc:
+            path, _, message = str(exc).partition(": ")  # "traffic.file.path: ..."
+            yield (path, message)
 
 
 def _phase_problems(s: Scenario, labels: dict, kinds: dict) -> Iterator[tuple[str, str]]:

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 LIBRARY = sorted((REPO / "scenarios").glob("*.yaml"))
 EXPECTED_LIBRARY = {
     "shadow-smoke", "nan-storm", "missing-fields", "type-drift", "out-of-range", "upstream-latency",
-    "candidate-outage", "slow-candidate", "dose-response-nan",
+    "candidate-outage", "slow-candidate", "dose-response-nan", "grpc-shadow-smoke", "grpc-nan-storm",
 }  # fmt: skip
 
 
@@ -63,7 +63,7 @@ def _problems(data, tmp_path: Path, name: str = "bad.yaml") -> list[str]:
 # The library
 
 
-def test_the_library_has_the_nine_scenarios():
+def test_the_library_has_its_scenarios():
     assert {p.stem for p in LIBRARY} == EXPECTED_LIBRARY
 
 
@@ -434,3 +434,137 @@ def test_a_chaos_scenario_gets_a_baseline_unless_told_otherwise():
     assert scenario_from_data(data).targets.arms() == ("incumbent", "candidate")
     quiet = {"name": "quiet", "phases": [{"name": "shadow", "duration_s": 5}]}
     assert scenario_from_data(quiet).targets.arms() == ("incumbent", "candidate")
+
+
+# ---------------------------------------------------------------------------------------------
+# Over gRPC
+
+
+def _grpc_shadow(**changes) -> dict:
+    data = {"name": "g", "protocol": "grpc", "phases": [{"name": "shadow", "duration_s": 5}]}
+    data.update(changes)
+    return data
+
+
+def test_a_grpc_scenario_reads_with_codec_v2grpc_and_reads_back_the_same(schema):
+    scenario = scenario_from_data(_grpc_shadow())
+    assert scenario.protocol == "grpc" and scenario.codec == "v2grpc"
+    resolved = json.loads(scenario.model_dump_json())
+    jsonschema.Draft202012Validator(schema).validate(resolved)
+    assert json.loads(scenario_from_data(resolved).model_dump_json()) == resolved
+    assert scenario_from_data(_grpc_shadow(codec="v2grpc")).codec == "v2grpc"
+    assert scenario_from_data({"name": "h", "phases": [{"name": "p", "duration_s": 5}]}).codec is None  # http: detected
+
+
+def test_grpc_targets_are_host_port_or_grpc_urls(schema):
+    targets = {"incumbent": "127.0.0.1:9001", "candidate": "grpc://localhost:9002", "baseline": "grpc://[::1]:9003"}
+    scenario = scenario_from_data(_grpc_shadow(targets=targets))
+    assert scenario.targets.url("candidate") == "grpc://localhost:9002"
+    assert scenario.targets.demo("incumbent") is None
+    jsonschema.Draft202012Validator(schema).validate(_grpc_shadow(targets=targets))
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda d: d.update(codec="v2"), "codec: over gRPC the requests and responses are v2 protobuf messages: codec v2grpc"),
+        (lambda d: d.update(protocol="http", codec="v2grpc"), "codec: v2grpc reads gRPC messages; this scenario's protocol is http"),
+        (lambda d: d.update(protocol="udp"), "protocol: Input should be 'http' or 'grpc'"),
+        (lambda d: d.update(targets={"candidate": "http://127.0.0.1:9002"}), "targets.candidate: http://127.0.0.1:9002 is an HTTP URL; over gRPC a target is host:port or grpc://host:port"),
+        (lambda d: d.update(protocol="http", targets={"candidate": "127.0.0.1:9002"}), "targets.candidate: 127.0.0.1:9002 is a gRPC target; with protocol http give http://host:port"),
+        (lambda d: d.update(targets={"candidate": "grpc://127.0.0.1:9002/v2"}), "targets.candidate: a gRPC target is host:port or grpc://host:port, without a path"),
+        (lambda d: d.update(targets={"candidate": "grpc://127.0.0.1"}), "targets.candidate: expected host:port or grpc://host:port with an explicit port"),
+        (lambda d: d.update(targets={"candidate": "10.1.2.3:9002"}), "targets.candidate: 10.1.2.3:9002 is not a loopback address"),
+        (lambda d: d.update(targets={"candidate": "ftp://127.0.0.1:9002"}), "targets.candidate: expected an http://host:port URL (or 'demo'), got 'ftp://127.0.0.1:9002'; over gRPC: host:port or grpc://host:port"),
+    ],
+)
+def test_grpc_protocol_rules_name_the_field(tmp_path, change, expected):
+    data = _grpc_shadow()
+    change(data)
+    problems = _problems(data, tmp_path)
+    assert any(line.startswith(expected) for line in problems), problems
+
+
+def _grpc_chaos(fault: dict) -> dict:
+    data = _chaos()
+    data["protocol"] = "grpc"
+    data["phases"][1]["faults"] = [{"label": "f", **fault}]
+    data["contracts"] = {}
+    return data
+
+
+@pytest.mark.parametrize(
+    "fault, expected",
+    [
+        ({"type": "bandwidth", "bytes_per_s": 100}, "phases[1].faults[0].type: bandwidth is not supported over gRPC: it throttles the bytes of one HTTP/1.1 connection"),
+        ({"type": "truncate"}, "phases[1].faults[0].type: truncate is not supported over gRPC"),
+        ({"type": "malformed_json"}, "phases[1].faults[0].type: malformed_json is not supported over gRPC: it breaks JSON text"),
+        ({"type": "oversize"}, "phases[1].faults[0].type: oversize is not supported over gRPC"),
+        ({"type": "broken_chars", "raw": True}, "phases[1].faults[0].raw: broken_chars raw breaks a JSON string literal"),
+        ({"type": "missing_field", "fields": ["$.inputs[0]"]}, "phases[1].faults[0].fields[0]: JSON paths select nodes of a JSON body; over gRPC select features by name"),
+    ],
+)
+def test_faults_the_grpc_proxy_cannot_apply_are_refused(tmp_path, fault, expected):
+    problems = _problems(_grpc_chaos(fault), tmp_path)
+    assert any(line.startswith(expected) for line in problems), problems
+    http = _grpc_chaos(fault)
+    http["protocol"] = "http"
+    scenario_from_data(http)  # the same fault is fine over HTTP
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"type": "latency", "ms": 50},
+        {"type": "hang"},
+        {"type": "abort", "status": 503},
+        {"type": "abort", "grpc_status": 14},
+        {"type": "nan", "fields": ["age"]},
+        {"type": "null", "fields": ["age"]},
+        {"type": "missing_field", "fields": ["age"]},
+        {"type": "wrong_type", "fields": ["age"]},
+    ],
+)
+def test_faults_the_grpc_proxy_applies_are_accepted(fault):
+    scenario = scenario_from_data(_grpc_chaos(fault))
+    assert scenario.expanded_phases()[1].faults[0]["type"] == fault["type"]
+
+
+def test_the_schema_and_the_grpc_proxy_agree_on_transport_faults():
+    """The schema refuses exactly the transport faults `proxies.grpc_proxy.check_plan` refuses
+    (harness does not import proxies, so this test keeps the two lists equal)."""
+    from harness.faults import FAULTS, FaultPlan, make_fault
+    from harness.scenario.schema import GRPC_UNSUPPORTED_FAULTS
+    from proxies.grpc_proxy import check_plan
+
+    for name, cls in FAULTS.items():
+        if cls.kind != "transport":
+            continue
+        try:
+            check_plan(FaultPlan([make_fault({"type": name})], seed=0))
+            proxy_runs_it = True
+        except ValueError:
+            proxy_runs_it = False
+        assert proxy_runs_it == (name not in GRPC_UNSUPPORTED_FAULTS), name
+
+
+def test_grpc_traffic_carries_no_nulls_and_replays_only_grpc_captures(tmp_path):
+    targets = {"incumbent": "127.0.0.1:9001", "candidate": "127.0.0.1:9002"}
+    features = [{"name": "x", "min": 0, "max": 1, "missing": 0.1}]
+    problems = _problems(_grpc_shadow(targets=targets, traffic={"synthetic": {"features": features}}), tmp_path)
+    assert any(p.startswith("traffic.synthetic.features[0].missing: a v2 gRPC tensor cannot carry a null") for p in problems), problems
+    lines = tmp_path / "requests.jsonl"
+    lines.write_text('{"inputs": []}\n')
+    problems = _problems(_grpc_shadow(targets=targets, traffic={"file": {"path": str(lines)}}), tmp_path, "file.yaml")
+    assert any(p.startswith("traffic.file.path: ") and "over gRPC only a capture recorded by the gRPC proxy" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("path", [p for p in LIBRARY if p.stem.startswith("grpc-")], ids=lambda p: p.stem)
+def test_a_grpc_library_scenario_is_the_twin_of_its_http_scenario(path):
+    """grpc-X.yaml is X.yaml over gRPC: the same targets, traffic, load, phases, contracts and checks."""
+    grpc = json.loads(load_scenario(path).model_dump_json())
+    http = json.loads(load_scenario(path.with_name(path.name.removeprefix("grpc-"))).model_dump_json())
+    assert (grpc.pop("protocol"), grpc.pop("codec"), http.pop("protocol"), http.pop("codec")) == ("grpc", "v2grpc", "http", None)
+    for key in ("name", "description"):
+        grpc.pop(key), http.pop(key)
+    assert grpc == http
