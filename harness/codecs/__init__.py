@@ -1,6 +1,7 @@
 """Codecs: one protocol's payloads to numpy and back (see `harness.codecs.base`).
 
     codec = get_codec("v2")                       # or "v1", or "generic" with select="..."
+    codec = get_codec("grpc", descriptor_set="set.pb", method="/pkg.Svc/M", select="features=rows,label=label")
     prediction = codec.decode_response(body)      # labels / probabilities / values per row
     batch = codec.decode_responses(bodies)        # the fast path for a whole capture
     codec, reason = detect_codec(requests, responses)
@@ -11,13 +12,16 @@ from __future__ import annotations
 import inspect
 
 from harness.codecs.base import Codec, DecodeError, Features, Prediction, PredictionBatch
+from harness.codecs.descriptor import DescriptorCodec
 from harness.codecs.detect import detect_codec
 from harness.codecs.generic import GenericCodec, Selector, parse_spec
 from harness.codecs.v1 import V1Codec
 from harness.codecs.v2 import V2Codec
 from harness.codecs.v2grpc import V2GrpcCodec
 
-CODECS: dict[str, type[Codec]] = {"v2": V2Codec, "v1": V1Codec, "generic": GenericCodec, "v2grpc": V2GrpcCodec}
+CODECS: dict[str, type[Codec]] = {
+    "v2": V2Codec, "v1": V1Codec, "generic": GenericCodec, "v2grpc": V2GrpcCodec, "grpc": DescriptorCodec,
+}
 
 
 def get_codec(name: str, **options) -> Codec:
@@ -38,6 +42,6 @@ def get_codec(name: str, **options) -> Codec:
 
 
 __all__ = [
-    "CODECS", "Codec", "DecodeError", "Features", "GenericCodec", "Prediction", "PredictionBatch",
+    "CODECS", "Codec", "DecodeError", "DescriptorCodec", "Features", "GenericCodec", "Prediction", "PredictionBatch",
     "Selector", "V1Codec", "V2Codec", "detect_codec", "get_codec", "parse_spec",
 ]

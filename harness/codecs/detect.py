@@ -1,5 +1,12 @@
 """Pick the codec from the traffic itself, so `shadowline analyze RUN_DIR` needs no flags on
-standard v2 or v1 traffic. Generic JSON has no recognisable shape: it must be named."""
+standard v2 or v1 traffic, REST or gRPC. Generic JSON has no recognisable shape, and other gRPC
+services need their descriptor set: those must be named.
+
+JSON bodies are looked at first; when none is recognisable and the bodies are binary, they are
+tried as v2 gRPC messages (`inference.ModelInferResponse`, or the requests). When the caller
+knows the routes of the capture's gRPC exchanges (`grpc_routes`), a route other than v2's
+ModelInfer is reported as such, with the flags to pass.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,10 @@ from harness.codecs.v2 import V2Codec
 SAMPLE = 200  # bodies looked at per kind; spread over the whole capture
 _DESCRIPTIONS = {"v2": "v2 (Open Inference Protocol)", "v1": "v1 (TF-Serving / KServe v1)"}
 _HINT = "name the codec, e.g. --codec generic --select 'label=predictions[*].label,score=predictions[*].p'"
+V2_GRPC_ROUTE = "/inference.GRPCInferenceService/ModelInfer"
+GRPC_HINT = ("pass the service's descriptor set: --codec grpc --descriptor-set FILE "
+             "--grpc-method /package.Service/Method --select 'features=...,label=...,score=...' "
+             "(or --reflection HOST:PORT instead of --descriptor-set; see docs/grpc-codecs.md)")
 
 
 def _response_protocol(obj: Any) -> str | None:
@@ -68,21 +79,43 @@ def _look(bodies: list[bytes], classify) -> tuple[Counter, Counter]:
 
 
 def detect_codec(request_bodies: Sequence[bytes | None], response_bodies: Sequence[bytes | None],
-                 *, sample: int = SAMPLE) -> tuple[Codec, str]:
+                 *, sample: int = SAMPLE, grpc_routes: Sequence[str] | None = None) -> tuple[Codec, str]:
     """(codec, reason) from a spread sample of successful bodies; responses decide, requests
-    break the tie when no response is recognisable. DecodeError says what was seen otherwise."""
+    break the tie when no response is recognisable. DecodeError says what was seen otherwise.
+
+    `grpc_routes`: the distinct routes of the capture's gRPC exchanges (method `GRPC`), when
+    known; only v2's ModelInfer is detected, any other route is an error naming it.
+    """
     responses = _spread(response_bodies, sample)
     requests = _spread(request_bodies, sample)
+    routes = sorted(set(grpc_routes or ()))
+    others = [r for r in routes if r != V2_GRPC_ROUTE]
+    if others:
+        listed = ", ".join(others[:3]) + (f" (and {len(others) - 3} more)" if len(others) > 3 else "")
+        raise DecodeError(f"cannot detect the codec of gRPC method {listed}: only v2 inference ({V2_GRPC_ROUTE}) "
+                          f"is detected; {GRPC_HINT}")
     if not responses and not requests:
-        raise DecodeError(f"no bodies to detect the codec from; {_HINT}")
+        raise DecodeError(f"no bodies to detect the codec from; {GRPC_HINT if routes else _HINT}")
+    if routes:  # every gRPC exchange is v2 ModelInfer: no JSON to look for
+        found = _v2grpc(requests, responses)
+        if isinstance(found, str):
+            raise DecodeError(f"the capture's gRPC calls are {V2_GRPC_ROUTE} but {found}")
+        return found
     response_votes, response_seen = _look(responses, _response_protocol)
     request_votes, request_seen = _look(requests, _request_protocol)
     votes, source, looked = (response_votes, "responses", responses) if response_votes else (
         request_votes, "requests", requests)
     if not votes:
-        seen = "; ".join(f"{what}: {n}" for what, n in (response_seen + request_seen).most_common(4))
+        seen_all = response_seen + request_seen
+        binary = seen_all["not JSON"]
+        if binary and binary >= sum(seen_all.values()) / 2:  # mostly binary bodies: protobuf, perhaps
+            found = _v2grpc(requests, responses)
+            if not isinstance(found, str):
+                return found
+        seen = "; ".join(f"{what}: {n}" for what, n in seen_all.most_common(4))
+        hint = f"if this is gRPC traffic, {GRPC_HINT}; if JSON, {_HINT}" if binary else _HINT
         raise DecodeError(f"cannot detect the codec: {len(responses)} sampled responses and {len(requests)} "
-                          f"requests look like neither v2 nor v1 ({seen}); {_HINT}")
+                          f"requests look like neither v2 nor v1 (JSON or v2 gRPC) ({seen}); {hint}")
     protocol, count = votes.most_common(1)[0]
     codec: Codec = V2Codec() if protocol == "v2" else V1Codec()
     reason = f"{_DESCRIPTIONS[protocol]}: {count} of {len(looked)} sampled {source} have its shape"
@@ -95,3 +128,29 @@ def detect_codec(request_bodies: Sequence[bytes | None], response_bodies: Sequen
                               f"sampled decoded ({first}); {_HINT}")
         reason += f", {decoded} decoded"
     return codec, reason
+
+
+def _v2grpc(requests: list[bytes], responses: list[bytes]) -> tuple[Codec, str] | str:
+    """(V2GrpcCodec, reason) when most sampled responses (else requests) decode as v2 gRPC
+    messages; otherwise why not, as a string. Strict enough for detection: a message of
+    another service parses (protobuf skips unknown fields) but has no v2 outputs or inputs."""
+    from harness.codecs.v2grpc import V2GrpcCodec
+
+    codec = V2GrpcCodec()
+    if responses:
+        batch = codec.decode_responses(responses)
+        decoded, looked, what = int(batch.decoded.sum()), len(responses), "responses"
+        first = next(iter(batch.errors.values()), "")
+    else:
+        decoded, first = 0, ""
+        for body in requests:
+            try:
+                codec.decode_request(body)
+                decoded += 1
+            except DecodeError as exc:
+                first = first or str(exc)
+        looked, what = len(requests), "requests"
+    message = "ModelInferResponse" if what == "responses" else "ModelInferRequest"
+    if decoded == 0 or decoded * 2 < looked:
+        return f"{looked - decoded} of {looked} sampled {what} do not decode as {message} ({first})"
+    return codec, f"v2 gRPC (Open Inference Protocol, {message}): {decoded} of {looked} sampled {what} decoded"

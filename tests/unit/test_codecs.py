@@ -509,7 +509,7 @@ def test_detect_unknown_names_what_it_saw():
 
 
 def test_registry():
-    assert set(CODECS) == {"v2", "v1", "generic", "v2grpc"}
+    assert set(CODECS) == {"v2", "v1", "generic", "v2grpc", "grpc"}
     codec = get_codec("v2", label_output="label")
     assert codec.spec() == {"name": "v2", "label_output": "label"}
     assert get_codec(**codec.spec()).options() == codec.options()
@@ -758,3 +758,70 @@ def test_decode_buffer_puts_prefixes_back():
     buffer, lengths = b"".join(p + b"\x00" for p in pieces), np.array([len(p) for p in pieces], dtype=np.int64)
     got = template.decode_buffer(codec, buffer, lengths, templated=True, prefix=b'{"model_name":"de', prefixed=cut)
     assert_batches_identical(got, expected)
+
+
+# --- detection of gRPC captures ------------------------------------------------------------------
+
+
+def _v2grpc_response(labels: list[int]) -> bytes:
+    from harness.codecs.v2grpc import tensor_to_contents
+    from proxies.grpc_v2 import pb
+
+    message = pb.ModelInferResponse(model_name="demo")
+    out = message.outputs.add(name="label", datatype="INT64", shape=[len(labels)])
+    tensor_to_contents("INT64", np.array(labels), out.contents)
+    return message.SerializeToString()
+
+
+def _v2grpc_request(values: list[float]) -> bytes:
+    from harness.codecs.v2grpc import tensor_to_contents
+    from proxies.grpc_v2 import pb
+
+    message = pb.ModelInferRequest(model_name="demo")
+    tensor = message.inputs.add(name="age", datatype="FP64", shape=[len(values)])
+    tensor_to_contents("FP64", np.array(values), tensor.contents)
+    return message.SerializeToString()
+
+
+def test_detect_v2grpc_from_binary_bodies_without_routes():
+    from harness.codecs import V2GrpcCodec
+
+    responses = [_v2grpc_response([1, 0]), _v2grpc_response([0]), None, b""]
+    codec, reason = detect_codec([], responses)
+    assert isinstance(codec, V2GrpcCodec)
+    assert reason == "v2 gRPC (Open Inference Protocol, ModelInferResponse): 2 of 2 sampled responses decoded"
+    # No response to go by: the requests decide.
+    codec, reason = detect_codec([_v2grpc_request([1.0, 2.0])] * 3, [None])
+    assert isinstance(codec, V2GrpcCodec) and "3 of 3 sampled requests decoded" in reason
+
+
+def test_detect_v2grpc_from_the_modelinfer_route():
+    from harness.codecs import V2GrpcCodec
+    from harness.codecs.detect import V2_GRPC_ROUTE
+
+    codec, reason = detect_codec([], [_v2grpc_response([1])] * 4, grpc_routes=[V2_GRPC_ROUTE])
+    assert isinstance(codec, V2GrpcCodec) and "4 of 4" in reason
+    with pytest.raises(DecodeError, match=r"gRPC calls are /inference\.GRPCInferenceService/ModelInfer but 2 of 2 "
+                                          r"sampled responses do not decode as ModelInferResponse"):
+        detect_codec([], [b"\x08\x01", b"\x08\x02"], grpc_routes=[V2_GRPC_ROUTE])
+
+
+def test_detect_other_grpc_services_asks_for_the_descriptor_set():
+    from harness.codecs.detect import V2_GRPC_ROUTE
+
+    body = b"\x08\x01\x15\x00\x00\x00\x3f"  # fraud.Prediction{label: 1, score: 0.5}: parses, but no v2 outputs
+    with pytest.raises(DecodeError) as info:
+        detect_codec([], [body] * 3, grpc_routes=["/fraud.Scorer/Score", V2_GRPC_ROUTE])
+    message = str(info.value)
+    assert message.startswith("cannot detect the codec of gRPC method /fraud.Scorer/Score: only v2 inference")
+    assert "--codec grpc --descriptor-set FILE --grpc-method /package.Service/Method --select" in message
+    assert "--reflection HOST:PORT" in message and "\n" not in message
+    # Without routes: binary bodies that are not v2 gRPC get the same advice.
+    with pytest.raises(DecodeError, match=r"if this is gRPC traffic, pass the service's descriptor set: --codec grpc "
+                                          r"--descriptor-set FILE"):
+        detect_codec([], [body] * 3)
+
+
+def test_detect_prefers_json_over_v2grpc():
+    codec, _ = detect_codec([], [b'{"predictions":[1]}'] * 3 + [_v2grpc_response([1])])
+    assert isinstance(codec, V1Codec)
