@@ -728,6 +728,11 @@ class CaptureReader:
         row = self._conn.execute("SELECT started_at FROM exchanges ORDER BY seq LIMIT 1").fetchone()
         return row[0] if row else None
 
+    def routes(self, method: str) -> list[str]:
+        """The distinct routes of the exchanges with `method` (e.g. the gRPC methods called)."""
+        rows = self._conn.execute("SELECT DISTINCT route FROM exchanges WHERE method = ? ORDER BY route", (method,))
+        return [r[0] for r in rows]
+
     def paired_bodies_since(self, seq: int, arm: str) -> list[tuple[int, bytes | None, bytes | None]]:
         """(seq, incumbent body, `arm` body) of the rows after `seq`: for live views of a run."""
         (arm,) = _check_arms([arm])

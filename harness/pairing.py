@@ -35,7 +35,7 @@ from harness.codecs.base import PredictionBatch
 from harness.codecs.detect import SAMPLE
 from harness.codecs.template import decode_buffer
 from harness.evidence import ArmColumns, Evidence, Pairs
-from harness.records import ARMS, BASELINE, CANDIDATE, INCUMBENT, PROTOCOL
+from harness.records import ARMS, BASELINE, CANDIDATE, GRPC_METHOD, INCUMBENT, PROTOCOL
 
 _EXAMPLES = 3  # distinct decode errors quoted per arm in the notes
 PARALLEL_MIN = 50_000  # exchanges: fewer are judged in this process (starting workers costs more)
@@ -331,7 +331,7 @@ def _detect(reader: CaptureReader, arm: str, answered: np.ndarray, seq: np.ndarr
     """The codec from a spread sample of one arm's 2xx bodies; DecodeError when unrecognisable."""
     idx = np.flatnonzero(answered)
     idx = idx[:: max(1, len(idx) // SAMPLE)]  # spread over the run, not just its first seconds
-    codec, reason = detect_codec((), reader.bodies_at(arm, seq[idx].tolist()))
+    codec, reason = detect_codec((), reader.bodies_at(arm, seq[idx].tolist()), grpc_routes=reader.routes(GRPC_METHOD))
     notes.append(f"codec detected from the {arm}'s responses: {reason}")
     return codec
 

@@ -14,6 +14,9 @@ CANDIDATE = "candidate"
 BASELINE = "baseline"
 ARMS = (INCUMBENT, CANDIDATE, BASELINE)
 
+# Exchange.method of every gRPC exchange (gRPC is always an HTTP/2 POST; this says which protocol).
+GRPC_METHOD = "GRPC"
+
 # Error kinds (DESIGN.md): why an arm produced no usable response.
 TIMEOUT = "timeout"  # no complete response within the arm's timeout (or the drain deadline)
 RESET = "reset"  # the upstream closed the connection mid-exchange

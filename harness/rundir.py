@@ -86,8 +86,23 @@ def write_run_info(run_dir: str | Path, *, command: list[str], seed: int | None,
 
     `extra` (e.g. scenario name, targets) is stored under the "extra" key so it can never
     shadow the standard fields.
+
+    When run.json is already there (a command such as `shadowline demo` wrote it, then started
+    a proxy writing into the same run directory), the first writer's record is kept: the later
+    one only adds its command line to `extra.commands` and the `extra` keys not yet present.
     """
     run_dir = Path(run_dir)
+    path = run_dir / RUN_INFO
+    try:
+        existing = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        existing = None
+    if isinstance(existing, dict) and isinstance(existing.get("extra"), dict):
+        existing["extra"].setdefault("commands", []).append([str(a) for a in command])
+        for key, value in (extra or {}).items():
+            existing["extra"].setdefault(key, value)
+        _write_json(path, existing)
+        return existing
     info = {
         "schema_version": RUN_INFO_SCHEMA_VERSION,
         "run_id": run_dir.name,
@@ -100,12 +115,15 @@ def write_run_info(run_dir: str | Path, *, command: list[str], seed: int | None,
         "versions": versions(),
         "extra": dict(extra or {}),
     }
-    path = run_dir / RUN_INFO
+    _write_json(path, info)
+    return info
+
+
+def _write_json(path: Path, doc: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     # Write then rename: a crash never leaves a half-written run.json behind.
-    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-    return info
 
 
 def read_run_info(run_dir: str | Path) -> dict:

@@ -54,7 +54,7 @@ EXCHANGE_CONTRACTS = ("clean_4xx", "finite_prediction", "no_5xx", "no_hang", "no
 RATE_CONTRACTS = ("within_latency", "no_worse_than_incumbent", "production_unaffected")
 CONTRACT_NAMES = EXCHANGE_CONTRACTS + RATE_CONTRACTS
 # Ledger suffixes of a payload fault that fired but was not applied (docs/faults.md).
-NOT_APPLIED = ("undecodable", "noop", "error")
+NOT_APPLIED = ("undecodable", "noop", "unrepresentable", "error")
 # Not the arm's outcome: a shed copy was never sent, an internal error is the proxy's own.
 EXCLUDED_KINDS = ("shed", "internal")
 TRANSPORT_FAULTS = ("latency", "abort", "reset", "hang", "bandwidth", "truncate")

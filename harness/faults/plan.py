@@ -37,6 +37,9 @@ _DRAW_STREAM = 0x5851F42D4C957F2D  # a second, independent hash for a fault's ow
 UNDECODABLE = "undecodable"  # the body could not be decoded (or parsed): the fault was skipped
 NOOP = "noop"  # the fault fired but found nothing to change (no selected field, no eligible row)
 ERROR = "error"  # the fault failed on this body (a bug; logged); the body was sent without it
+# The faulted value cannot be written in the request's format (text into a protobuf number
+# field): the codec refused it, which is not a bug; the body was sent without the fault.
+UNREPRESENTABLE = "unrepresentable"
 
 
 def _mix(x: int) -> int:
@@ -51,8 +54,8 @@ class Decision:
     """What the plan decided for one request.
 
     `payload`: indices (in the plan) of the payload faults that fired, in plan order; they all
-    target `payload_arms`. `labels`: their ledger labels, suffixed `:undecodable`, `:noop` or
-    `:error` by `apply_payload` when one could not be applied. `transport`: per arm, the actions
+    target `payload_arms`. `labels`: their ledger labels, suffixed `:undecodable`, `:noop`,
+    `:unrepresentable` or `:error` by `apply_payload` when one could not be applied. `transport`: per arm, the actions
     to execute, in the order to execute them (delays and throttles, then at most one terminal).
     """
 
@@ -231,6 +234,9 @@ class FaultPlan:
             return body
         try:
             return codec.encode_request(current, body)
+        except DecodeError:  # the codec's own refusal of a value (named in its message): not a bug
+            outcome.update(dict.fromkeys(applied, UNREPRESENTABLE))
+            return body
         except Exception:
             log.exception("fault plan: the %s codec could not encode faulted features", codec.name)
             outcome.update(dict.fromkeys(applied, ERROR))

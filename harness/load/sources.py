@@ -63,6 +63,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from harness.demo_model import FEATURES, synthetic_rows
+from harness.records import GRPC_METHOD
 
 SOURCE_TYPES = ("synthetic", "file")
 FEATURE_TYPES = ("float", "int", "category")
@@ -429,9 +430,6 @@ def load_records(source: Mapping) -> list[RecordedRequest]:
         return _read_capture(path, limit) if fmt == "capture" else _read_jsonl(path, limit)
     except OSError as e:
         raise ValueError(f"{path}: cannot read recorded requests ({e})") from None
-
-
-GRPC_METHOD = "GRPC"  # Exchange.method of a gRPC exchange in a capture (proxies.grpc_proxy)
 
 
 def check_replay_protocol(source: Mapping, protocol: str, field: str = "source") -> None:

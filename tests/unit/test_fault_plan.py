@@ -159,6 +159,26 @@ def test_undecodable_bodies_are_recorded_never_raised():
     assert only.apply_payload(d, b"{oops") is None and d.faults_for("candidate") == ("shape_mismatch:undecodable",)
 
 
+class _NoTextV2(V2Codec):
+    """A v2 codec whose format cannot carry text, as a protobuf number field cannot."""
+
+    def encode_request(self, features, template_body):
+        for name, col in features.columns.items():
+            if col.dtype == object:
+                from harness.codecs import DecodeError
+
+                raise DecodeError(f"field {name!r}: a number field cannot hold text")
+        return super().encode_request(features, template_body)
+
+
+def test_a_value_the_codec_cannot_write_is_recorded_unrepresentable_not_an_error(caplog):
+    plan = plan_of({"type": "wrong_type", "fields": ["age"], "to": "string"}, codec=_NoTextV2())
+    d = plan.decide(0)
+    assert plan.apply_payload(d, BODY) is None  # sent without the fault
+    assert d.faults_for("candidate") == ("wrong_type:age:unrepresentable",)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # not logged as a bug
+
+
 def test_without_a_codec_v2_and_v1_are_recognised():
     plan = plan_of({"type": "nan", "fields": ["a"]})
     v1 = b'{"instances": [{"a": 1, "b": 2}]}'

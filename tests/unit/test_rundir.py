@@ -81,3 +81,12 @@ def test_read_run_info_errors_name_the_file(tmp_path):
     with pytest.raises(RunDirError, match="not a Shadowline run.json"):
         read_run_info(tmp_path)
     assert issubclass(RunDirError, ValueError)
+
+
+def test_a_second_writer_keeps_the_first_record_and_adds_its_command(tmp_path):
+    first = write_run_info(tmp_path, command=["shadowline", "demo"], seed=3, extra={"demo": {"protocol": "grpc"}})
+    second = write_run_info(tmp_path, command=["shadowline", "proxy", "grpc"], seed=3, extra={"proxy": "grpc", "demo": "x"})
+    stored = read_run_info(tmp_path)
+    assert stored == second
+    assert stored["argv"] == first["argv"] == ["shadowline", "demo"] and stored["pid"] == first["pid"]
+    assert stored["extra"] == {"demo": {"protocol": "grpc"}, "proxy": "grpc", "commands": [["shadowline", "proxy", "grpc"]]}
