@@ -241,7 +241,7 @@ def test_missing_field_fault_clears_the_field_in_every_row(codec):
 def test_wrong_type_string_into_a_number_field_is_not_applied(codec):
     body = score_request(codec).SerializeToString()
     out, labels = apply(codec, {"type": "wrong_type", "to": "string", "fields": ["amount"]}, body)
-    assert out is None and labels == ("wrong_type:amount:error",)  # the request went out without it
+    assert out is None and labels == ("wrong_type:amount:unrepresentable",)  # the request went out without it
     features = codec.decode_request(body)
     as_text = features.columns["amount"].astype(str).astype(object)
     with pytest.raises(DecodeError, match=r"field path 'rows\[0\]\.amount': '[\d.]+' \(str\) does not fit float field "
