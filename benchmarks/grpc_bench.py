@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """`make bench`, gRPC part: unary `ModelInfer` direct to the incumbent vs through `shadowline proxy grpc`.
 
-Starts the demo incumbent and candidate over gRPC (`shadowline serve-demo --grpc --port 0`) and the
-gRPC shadow proxy (capture on, run dir benchmarks/out/grpc/proxy-run/), then drives each path with a
-grpc.aio client in its own process (multiprocessing, so it does not share an event loop with the
-servers): N calls kept in flight (closed loop) for D seconds, every call's latency recorded.
-Paths are measured in the same run, interleaved per round (direct, proxy; proxy, direct; ...).
+Starts the demo incumbent and candidate over gRPC (`shadowline serve-demo --grpc --port 0`) and two
+gRPC shadow proxies (capture on): one process (run dir benchmarks/out/grpc/proxy-run/) and
+`--workers N` processes (default 2; run dir benchmarks/out/grpc/workers-run/). Each path is driven
+by a grpc.aio client in its own process (multiprocessing, so it does not share an event loop with
+the servers): N calls kept in flight (closed loop) over `--channels` connections (the kernel spreads
+connections, not calls, over the proxy's workers) for D seconds, every call's latency recorded.
+Paths are measured in the same run, interleaved per round (the order rotates each round).
 
-Prints throughput and p50/p99 per path, proxy/direct throughput ratio, added p50/p99 (and as a ratio
-to direct), the goal (proxy >= 0.5x direct), capture rows vs calls answered through the proxy, and
-writes benchmarks/out/grpc/results.json. Everything started is loopback-only and stopped by PID.
-See benchmarks/README.md ("gRPC").
+Prints throughput and p50/p99 per path, each proxy's throughput as a ratio to direct, added p50/p99
+(and as a ratio to direct), the goals (proxy >= 0.5x direct; 8,300 calls/s with several workers),
+capture rows vs calls through each proxy, and writes benchmarks/out/grpc/results.json. Everything
+started is loopback-only and stopped by PID. See benchmarks/README.md ("gRPC").
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 GOAL_RATIO = 0.5  # proxy throughput / direct throughput, same cores
-GOAL_RPS = 8300.0  # with several proxy workers (not implemented yet: not measured here)
+GOAL_RPS = 8300.0  # calls/s through the proxy with several workers (`--workers`)
+PATHS = ("direct", "proxy", "workers")
 
 
 def log(msg: str) -> None:
@@ -43,8 +46,9 @@ def log(msg: str) -> None:
 # The load generator: runs in a child process (spawn), one grpc.aio channel, N calls in flight.
 
 
-def _load_worker(target: str, concurrency: int, duration: float, warmup: float, conn) -> None:
-    """Closed loop: `concurrency` tasks each send the next call when the last one returns.
+def _load_worker(target: str, concurrency: int, channels: int, duration: float, warmup: float, conn) -> None:
+    """Closed loop: `concurrency` tasks each send the next call when the last one returns, spread
+    over `channels` channels, each its own connection (a local subchannel pool per channel).
     Calls started during `warmup` are not recorded; after `warmup + duration` no new call is
     started and the ones in flight are awaited (so every call started has ended: none cancelled)."""
     import asyncio
@@ -65,16 +69,19 @@ def _load_worker(target: str, concurrency: int, duration: float, warmup: float, 
         lat = array("d")
         counts = {"ok": 0, "errors": 0, "warmup_ok": 0, "warmup_errors": 0}
         codes: dict[str, int] = {}
-        async with grpc.aio.insecure_channel(target) as channel:
-            call = channel.unary_unary(method_path("ModelInfer"))  # bytes in, bytes out
-            await asyncio.wait_for(channel.channel_ready(), 10)
+        opened = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+                  for _ in range(channels)]
+        try:
+            calls = [c.unary_unary(method_path("ModelInfer")) for c in opened]  # bytes in, bytes out
+            for channel in opened:
+                await asyncio.wait_for(channel.channel_ready(), 10)
             t0 = time.perf_counter()
             measure_from = t0 + warmup
             stop_at = measure_from + duration
             first_measured = None
             last_end = t0
 
-            async def one_task() -> None:
+            async def one_task(call) -> None:
                 nonlocal first_measured, last_end
                 perf = time.perf_counter
                 while True:
@@ -101,9 +108,12 @@ def _load_worker(target: str, concurrency: int, duration: float, warmup: float, 
                         counts["warmup_ok" if ok else "warmup_errors"] += 1
                     last_end = max(last_end, end)
 
-            await asyncio.gather(*(one_task() for _ in range(concurrency)))
+            await asyncio.gather(*(one_task(calls[i % channels]) for i in range(concurrency)))
             return {**counts, "codes": codes, "latencies_s": lat.tobytes(), "client_cpu_s": time.process_time(),
                     "window_s": duration, "tail_s": max(0.0, last_end - stop_at)}
+        finally:
+            for channel in opened:
+                await channel.close()
 
     try:
         conn.send(asyncio.run(main()))
@@ -113,11 +123,12 @@ def _load_worker(target: str, concurrency: int, duration: float, warmup: float, 
         conn.close()
 
 
-def run_load(target: str, concurrency: int, duration: float, warmup: float, cpu: int | None) -> dict:
+def run_load(target: str, concurrency: int, channels: int, duration: float, warmup: float, cpu: int | None) -> dict:
     """Runs `_load_worker` in a fresh process (optionally pinned to `cpu`); returns its figures."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_pinned_worker, args=(cpu, target, concurrency, duration, warmup, child), daemon=True)
+    proc = ctx.Process(target=_pinned_worker, args=(cpu, target, concurrency, channels, duration, warmup, child),
+                       daemon=True)
     proc.start()
     child.close()
     try:
@@ -168,6 +179,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 description="gRPC unary ModelInfer: incumbent directly vs through `shadowline proxy grpc`.")
     p.add_argument("--duration", type=float, default=None, help="measured seconds per run (default 10, 3 with --quick)")
     p.add_argument("--concurrency", type=int, default=32, help="calls in flight per client (default 32)")
+    p.add_argument("--channels", type=int, default=8,
+                   help="client connections the calls are spread over, on every path (default 8): the kernel "
+                        "spreads connections, not calls, over the proxy's workers")
+    p.add_argument("--workers", type=int, default=2, help="worker processes of the `workers` path's proxy (default 2)")
     p.add_argument("--rounds", type=int, default=None, help="rounds, paths interleaved, medians reported (default 2, 1 with --quick)")
     p.add_argument("--warmup", type=float, default=None, help="seconds at the start of each run not recorded (default 1, 0.5 with --quick)")
     p.add_argument("--pin-client", type=int, default=None,
@@ -178,8 +193,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.duration = a.duration if a.duration is not None else (3.0 if a.quick else 10.0)
     a.rounds = a.rounds if a.rounds is not None else (1 if a.quick else 2)
     a.warmup = a.warmup if a.warmup is not None else (0.5 if a.quick else 1.0)
-    if a.duration <= 0 or a.concurrency <= 0 or a.rounds <= 0 or a.warmup < 0:
-        p.error("--duration, --concurrency and --rounds must be positive, --warmup not negative")
+    if a.duration <= 0 or a.concurrency <= 0 or a.rounds <= 0 or a.warmup < 0 or a.channels <= 0 or a.workers < 2:
+        p.error("--duration, --concurrency, --channels and --rounds must be positive, --warmup not negative, --workers >= 2")
     return a
 
 
@@ -195,6 +210,34 @@ def cpu_s(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its child processes (a proxy's workers), from /proc."""
+    pids = [pid]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return pids
+
+
+def tree_cpu_s(pids: list[int]) -> float | None:
+    values = [cpu_s(pid) for pid in pids]
+    return None if any(v is None for v in values) else sum(values)
+
+
+def shard_rows(db: Path) -> list[int] | None:
+    """Rows each worker captured, from the merged capture's `merged_from` meta."""
+    if not db.exists():
+        return None
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key='merged_from'").fetchone()
+        return [s["rows"] for s in json.loads(row[0])] if row else None
+    finally:
+        con.close()
 
 
 def count_capture(db: Path) -> int | None:
@@ -218,10 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = a.out
     out.mkdir(parents=True, exist_ok=True)
     run_dir = out / "proxy-run"
-    if run_dir.exists():
-        for f in run_dir.iterdir():
-            if f.is_file():
-                f.unlink()
+    workers_run_dir = out / "workers-run"
+    for d in (run_dir, workers_run_dir):
+        if d.exists():
+            for f in d.iterdir():
+                if f.is_file():
+                    f.unlink()
     logs = out / "logs"
     children = []
     commands: dict[str, list[str]] = {}
@@ -239,20 +284,29 @@ def main(argv: list[str] | None = None) -> int:
             "--run-dir", str(run_dir))
         proxy = spawn("proxy", proxy_argv, logs / "proxy.log")
         children.append(proxy)
-        commands = {"incumbent": inc_argv, "candidate": cand_argv, "proxy": proxy_argv}
+        workers_argv = shadowline_command(
+            "proxy", "grpc", "--listen", "127.0.0.1:0", "--workers", str(a.workers),
+            "--incumbent", f"127.0.0.1:{incumbent.port}", "--candidate", f"127.0.0.1:{candidate.port}",
+            "--run-dir", str(workers_run_dir))
+        workers_proxy = spawn("workers", workers_argv, logs / "workers-proxy.log", ready_timeout=60)
+        children.append(workers_proxy)
+        commands = {"incumbent": inc_argv, "candidate": cand_argv, "proxy": proxy_argv, "workers": workers_argv}
+        worker_pids = process_tree(workers_proxy.pid)  # the parent and its workers
         log(f"incumbent pid {incumbent.pid} :{incumbent.port}, candidate pid {candidate.pid} :{candidate.port}, "
-            f"proxy pid {proxy.pid} :{proxy.port}")
-        targets = {"direct": f"127.0.0.1:{incumbent.port}", "proxy": f"127.0.0.1:{proxy.port}"}
+            f"proxy pid {proxy.pid} :{proxy.port}, {a.workers}-worker proxy pids {worker_pids} :{workers_proxy.port}")
+        targets = {"direct": f"127.0.0.1:{incumbent.port}", "proxy": f"127.0.0.1:{proxy.port}",
+                   "workers": f"127.0.0.1:{workers_proxy.port}"}
 
-        runs: dict[str, list[dict]] = {"direct": [], "proxy": []}
-        through_proxy = 0  # calls that ended (answered or failed) through the proxy: each is one exchange
+        runs: dict[str, list[dict]] = {p: [] for p in PATHS}
+        through = {"proxy": 0, "workers": 0}  # calls that ended (answered or failed) through each proxy: one exchange each
         for r in range(a.rounds):
-            order = ["direct", "proxy"] if r % 2 == 0 else ["proxy", "direct"]
+            order = list(PATHS[r % len(PATHS):] + PATHS[:r % len(PATHS)])  # rotates: each path goes first in turn
             for path in order:
-                servers = {"incumbent": incumbent.pid, "candidate": candidate.pid, "proxy": proxy.pid}
-                before = {k: cpu_s(v) for k, v in servers.items()}
-                res = run_load(targets[path], a.concurrency, a.duration, a.warmup, a.pin_client)
-                after = {k: cpu_s(v) for k, v in servers.items()}
+                servers = {"incumbent": [incumbent.pid], "candidate": [candidate.pid], "proxy": [proxy.pid],
+                           "workers": worker_pids}
+                before = {k: tree_cpu_s(v) for k, v in servers.items()}
+                res = run_load(targets[path], a.concurrency, a.channels, a.duration, a.warmup, a.pin_client)
+                after = {k: tree_cpu_s(v) for k, v in servers.items()}
                 calls = res["ok"] + res["errors"] + res["warmup_ok"] + res["warmup_errors"]
                 # CPU ms per call of each process over the whole run (warm-up included); client too.
                 res["cpu_ms_per_call"] = {
@@ -261,15 +315,18 @@ def main(argv: list[str] | None = None) -> int:
                 res["cpu_ms_per_call"]["client"] = round(res["client_cpu_s"] * 1000 / calls, 4) if calls else None
                 res["round"] = r + 1
                 runs[path].append(res)
-                if path == "proxy":
-                    through_proxy += res["ok"] + res["errors"] + res["warmup_ok"] + res["warmup_errors"]
-                log(f"round {r + 1} {path:6s}: {res['calls_per_s']:8.0f} calls/s  p50 {res['p50_ms']:.3f} ms  "
+                if path in through:
+                    through[path] += res["ok"] + res["errors"] + res["warmup_ok"] + res["warmup_errors"]
+                log(f"round {r + 1} {path:7s}: {res['calls_per_s']:8.0f} calls/s  p50 {res['p50_ms']:.3f} ms  "
                     f"p99 {res['p99_ms']:.3f} ms  errors {res['errors']}  CPU ms/call {res['cpu_ms_per_call']}")
                 time.sleep(0.5)  # mirrored backlog drains before the next run
 
-        # Stop the proxy first (SIGTERM: it drains and flushes the capture), then count rows.
+        # Stop the proxies first (SIGTERM: they drain and flush, the workers' shards are merged), then count rows.
         proxy_exit = proxy.stop(30)
-        capture_rows = count_capture(run_dir / "capture.db")
+        workers_exit = workers_proxy.stop(60)
+        capture_rows = {"proxy": count_capture(run_dir / "capture.db"),
+                        "workers": count_capture(workers_run_dir / "capture.db")}
+        per_worker_rows = shard_rows(workers_run_dir / "capture.db")
     except KeyboardInterrupt:
         print("grpc_bench: interrupted; stopping everything it started", file=sys.stderr)
         return 130
@@ -293,12 +350,14 @@ def main(argv: list[str] | None = None) -> int:
         summary[p]["errors"] = sum(r["errors"] for r in runs[p])
         summary[p]["cpu_ms_per_call"] = {
             k: _median_or_none([r["cpu_ms_per_call"][k] for r in runs[p]])
-            for k in ("client", "proxy", "incumbent", "candidate")}
-    d, x = summary["direct"], summary["proxy"]
+            for k in ("client", "proxy", "workers", "incumbent", "candidate")}
+    d, x, w = summary["direct"], summary["proxy"], summary["workers"]
     ratio = x["calls_per_s"] / d["calls_per_s"] if d["calls_per_s"] else None
+    workers_ratio = w["calls_per_s"] / d["calls_per_s"] if d["calls_per_s"] else None
     added_p50 = x["p50_ms"] - d["p50_ms"]
     added_p99 = x["p99_ms"] - d["p99_ms"]
-    capture_ok = capture_rows == through_proxy
+    capture_ok = {p: capture_rows[p] == through[p] for p in through}
+    rps_met = w["calls_per_s"] is not None and w["calls_per_s"] >= GOAL_RPS
     command = [sys.executable, *sys.argv] if argv is None else [sys.executable, __file__, *argv]
     res = {
         "schema": 1,
@@ -306,12 +365,14 @@ def main(argv: list[str] | None = None) -> int:
         "commands": {k: shlex.join(v) for k, v in commands.items()},
         "settings": {"client": "grpc.aio, one channel, closed loop, own process (multiprocessing spawn)",
                      "method": "/inference.GRPCInferenceService/ModelInfer (unary, 1 row, typed contents)",
-                     "concurrency": a.concurrency, "duration_s": a.duration, "warmup_s": a.warmup,
-                     "rounds": a.rounds, "pin_client": a.pin_client, "proxy_workers": 1, "capture": True},
+                     "concurrency": a.concurrency, "channels": a.channels, "duration_s": a.duration, "warmup_s": a.warmup,
+                     "rounds": a.rounds, "pin_client": a.pin_client, "proxy_workers": {"proxy": 1, "workers": a.workers},
+                     "capture": True},
         "machine": {"nproc": os.cpu_count(), "loadavg_at_start": list(load_start), "loadavg_at_end": list(os.getloadavg()),
                     "python": sys.version.split()[0]},
         "summary": summary,
-        "ratios": {"throughput_proxy_over_direct": ratio,
+        "ratios": {"throughput_proxy_over_direct": ratio, "throughput_workers_over_direct": workers_ratio,
+                   "throughput_workers_over_proxy": w["calls_per_s"] / x["calls_per_s"] if x["calls_per_s"] else None,
                    "added_p50_ms": added_p50, "added_p99_ms": added_p99,
                    "p50_proxy_over_direct": x["p50_ms"] / d["p50_ms"] if d["p50_ms"] else None,
                    "p99_proxy_over_direct": x["p99_ms"] / d["p99_ms"] if d["p99_ms"] else None,
@@ -320,10 +381,14 @@ def main(argv: list[str] | None = None) -> int:
         "goals": {"proxy_throughput_at_least_0.5x_direct": {"value": ratio, "goal": GOAL_RATIO,
                                                             "met": ratio is not None and ratio >= GOAL_RATIO},
                   "8300_calls_per_s_with_several_workers": {
-                      "value": None, "goal": GOAL_RPS, "met": None,
-                      "note": "not measured: `shadowline proxy grpc` has no worker option yet (one process, one event loop)"}},
-        "capture": {"rows": capture_rows, "calls_through_proxy": through_proxy, "complete": capture_ok,
-                    "proxy_exit": proxy_exit, "run_dir": str(run_dir)},
+                      "value": w["calls_per_s"], "goal": GOAL_RPS, "met": rps_met, "workers": a.workers,
+                      "note": f"through `shadowline proxy grpc --workers {a.workers}`, on {os.cpu_count()} CPUs shared "
+                              "with the client, the incumbent and the candidate"}},
+        "capture": {"proxy": {"rows": capture_rows["proxy"], "calls_through_proxy": through["proxy"],
+                              "complete": capture_ok["proxy"], "exit": proxy_exit, "run_dir": str(run_dir)},
+                    "workers": {"rows": capture_rows["workers"], "calls_through_proxy": through["workers"],
+                                "complete": capture_ok["workers"], "rows_per_worker": per_worker_rows,
+                                "exit": workers_exit, "run_dir": str(workers_run_dir)}},
         "runs": runs,
     }
     (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
@@ -332,26 +397,30 @@ def main(argv: list[str] | None = None) -> int:
         return "n/a" if v is None else format(v, spec)
 
     print()
-    print(f"gRPC unary ModelInfer, {a.concurrency} calls in flight, {a.duration:g} s x {a.rounds} round(s), "
-          f"median over rounds ({os.cpu_count()} CPUs, client in its own process)")
-    print(f"{'path':8s} {'calls/s':>10s} {'p50 ms':>9s} {'p90 ms':>9s} {'p99 ms':>9s} {'errors':>7s}")
-    for p in ("direct", "proxy"):
+    print(f"gRPC unary ModelInfer, {a.concurrency} calls in flight over {a.channels} connections, "
+          f"{a.duration:g} s x {a.rounds} round(s), median over rounds ({os.cpu_count()} CPUs, client in its own process)")
+    print(f"{'path':8s} {'calls/s':>10s} {'p50 ms':>9s} {'p90 ms':>9s} {'p99 ms':>9s} {'errors':>7s}   (workers: --workers {a.workers})")
+    for p in PATHS:
         s = summary[p]
         print(f"{p:8s} {f(s['calls_per_s'], '.0f'):>10s} {f(s['p50_ms']):>9s} {f(s['p90_ms']):>9s} "
               f"{f(s['p99_ms']):>9s} {s['errors']:>7d}")
-    for p in ("direct", "proxy"):
+    for p in PATHS:
         c = summary[p]["cpu_ms_per_call"]
-        print(f"CPU ms per call, {p:6s}: " + "  ".join(f"{k} {f(v)}" for k, v in c.items()))
+        print(f"CPU ms per call, {p:7s}: " + "  ".join(f"{k} {f(v)}" for k, v in c.items()))
     rr = res["ratios"]
     print(f"throughput proxy/direct: {f(ratio, '.2f')}x   goal >= {GOAL_RATIO}x: {'MET' if res['goals']['proxy_throughput_at_least_0.5x_direct']['met'] else 'NOT MET'}")
     print(f"added p50: {f(added_p50)} ms ({f(rr['p50_proxy_over_direct'], '.2f')}x direct)   "
           f"added p99: {f(added_p99)} ms ({f(rr['p99_proxy_over_direct'], '.2f')}x direct)")
-    print(f"8,300 calls/s with several proxy workers: NOT MEASURED (the gRPC proxy has no worker option yet)")
-    print(f"capture: {capture_rows} rows vs {through_proxy} calls ended through the proxy "
-          f"-> {'OK' if capture_ok else 'MISMATCH'}")
+    print(f"throughput workers/direct: {f(workers_ratio, '.2f')}x  (workers/proxy: "
+          f"{f(res['ratios']['throughput_workers_over_proxy'], '.2f')}x)")
+    print(f"8,300 calls/s with {a.workers} proxy workers: {f(w['calls_per_s'], '.0f')} calls/s -> "
+          f"{'MET' if rps_met else 'NOT MET'} (on {os.cpu_count()} CPUs shared with client, incumbent and candidate)")
+    for p in through:
+        print(f"capture, {p:7s}: {capture_rows[p]} rows vs {through[p]} calls ended through it "
+              f"-> {'OK' if capture_ok[p] else 'MISMATCH'}" + (f"  (rows per worker: {per_worker_rows})" if p == "workers" else ""))
     print(f"command: {res['command']}")
     print(f"results: {out / 'results.json'}")
-    return 0 if capture_ok else 1
+    return 0 if all(capture_ok.values()) else 1
 
 
 if __name__ == "__main__":

@@ -74,6 +74,11 @@ class Variant(str, Enum):
     broken = "broken"
 
 
+class Protocol(str, Enum):
+    http = "http"
+    grpc = "grpc"
+
+
 class NanBehaviour(str, Enum):
     reject = "reject"
     crash = "crash"
@@ -232,9 +237,10 @@ def proxy_http(
 
 
 def _load_fault_plan(path: Path, default_codec: str | None = None):
-    """A FaultPlan from a file: `{seed: N, codec: NAME|null, faults: [{type: ..., ...}]}`.
+    """A FaultPlan from a file: `{seed: N, codec: NAME|null, codec_options: {...}, faults: [...]}`.
 
-    Without a codec the plan decodes with `default_codec` (None: v2, then v1, per body)."""
+    Without a codec the plan decodes with `default_codec` (None: v2, then v1, per body).
+    `codec_options` are the codec's (e.g. for `grpc`: descriptor_set, method, select)."""
     import yaml
 
     from harness.codecs import get_codec
@@ -248,7 +254,10 @@ def _load_fault_plan(path: Path, default_codec: str | None = None):
         raise UsageError(f"--faults {path}: expected a mapping with a 'faults' list")
     try:
         codec_name = doc.get("codec") or default_codec
-        codec = get_codec(codec_name) if codec_name else None
+        options = doc.get("codec_options") or {}
+        if not isinstance(options, dict):
+            raise ValueError("codec_options must be a mapping")
+        codec = get_codec(codec_name, **options) if codec_name else None
         return FaultPlan.from_specs(doc["faults"], int(doc.get("seed", 0)), codec)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"--faults {path}: {exc}") from None
@@ -256,9 +265,11 @@ def _load_fault_plan(path: Path, default_codec: str | None = None):
 
 @proxy_app.command("grpc")
 def proxy_grpc(
-    incumbent: Annotated[str, typer.Option(help="Incumbent host:port or grpc://host:port (answers the client).")],
-    candidate: Annotated[Optional[str], typer.Option(help="Candidate host:port (mirrored copy of unary calls).")] = None,
-    baseline: Annotated[Optional[str], typer.Option(help="Baseline host:port: a second incumbent, the noise floor.")] = None,
+    incumbent: Annotated[
+        str, typer.Option(help="Incumbent host:port, grpc://host:port or grpcs://host:port (TLS) (answers the client).")
+    ],
+    candidate: Annotated[Optional[str], typer.Option(help="Candidate host:port or grpcs://host:port (mirrored copy of unary calls).")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Baseline host:port or grpcs://host:port: a second incumbent, the noise floor.")] = None,
     listen: Annotated[str, typer.Option(help="HOST:PORT to accept clients on.")] = "127.0.0.1:8010",
     sample: SampleOpt = 1.0,
     seed: SeedOpt = 0,
@@ -276,18 +287,57 @@ def proxy_grpc(
         Optional[Path],
         typer.Option(help="Fault plan (YAML/JSON: {seed, codec, faults: [...]}) applied to mirrored unary calls; codec default v2grpc."),
     ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Processes serving the port (SO_REUSEPORT), each with its own capture shard, merged on exit.")
+    ] = 1,
+    tls_cert: Annotated[Optional[Path], typer.Option(help="PEM certificate chain of the listener: clients must use TLS.")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="PEM private key of --tls-cert (unencrypted).")] = None,
+    tls_client_ca: Annotated[
+        Optional[Path], typer.Option(help="PEM CA bundle: clients must present a certificate it signed (mTLS).")
+    ] = None,
+    upstream_ca: Annotated[
+        Optional[list[str]], typer.Option(help="[ARM=]PEM CA bundle verifying grpcs:// upstreams (default: grpcio's roots).")
+    ] = None,
+    upstream_cert: Annotated[
+        Optional[list[str]], typer.Option(help="[ARM=]PEM client certificate presented to grpcs:// upstreams (mTLS).")
+    ] = None,
+    upstream_key: Annotated[Optional[list[str]], typer.Option(help="[ARM=]PEM private key of --upstream-cert.")] = None,
+    upstream_server_name: Annotated[
+        Optional[list[str]], typer.Option(help="[ARM=]name in the upstream's certificate when it is not the host.")
+    ] = None,
 ) -> None:
     """gRPC shadow proxy: any service, raw bytes; unary calls mirrored, listed streams forwarded.
 
+    Upstream TLS options apply to every grpcs:// upstream; ARM=VALUE (incumbent, candidate,
+    baseline) sets one upstream's value instead. See docs/grpc.md ("TLS and mTLS", "Workers").
+
     Example: shadowline proxy grpc --listen 127.0.0.1:8010 --incumbent 127.0.0.1:9001
     --candidate 127.0.0.1:9002 --run-dir runs/grpc-1
+
+    Example: shadowline proxy grpc --workers 2 --tls-cert proxy.pem --tls-key proxy-key.pem
+    --incumbent grpcs://10.0.0.5:9001 --candidate grpcs://10.0.0.6:9002 --upstream-ca ca.pem
+    --upstream-server-name candidate=candidate.models.internal
     """
     from harness.procs import ready_line
     from harness.rundir import new_run_dir, write_run_info
     from proxies.grpc_proxy import GrpcProxySettings, grpc_target, serve_grpc_proxy
+    from proxies.grpc_tls import TlsConfigError, parse_arm_values
+    from proxies.grpc_tls import check as check_tls
 
     if not 0.0 <= sample <= 1.0:
         raise UsageError(f"--sample must be within [0, 1], got {sample}")
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    upstream_tls: dict[str, str | None] = {}  # one value for every grpcs:// upstream, by key
+    upstream_tls_by_arm: dict[str, dict[str, str]] = {}  # ARM=VALUE overrides
+    try:
+        for key, values in (("ca", upstream_ca), ("cert", upstream_cert), ("key", upstream_key),
+                            ("server_name", upstream_server_name)):
+            upstream_tls[key], per_arm = parse_arm_values(f"--upstream-{key.replace('_', '-')}", values or [])
+            for arm, value in per_arm.items():
+                upstream_tls_by_arm.setdefault(arm, {})[key] = value
+    except TlsConfigError as exc:
+        raise UsageError(str(exc)) from None
     for name, target in (("--incumbent", incumbent), ("--candidate", candidate), ("--baseline", baseline)):
         if target is not None:
             try:
@@ -306,7 +356,16 @@ def proxy_grpc(
             max_inflight=max_inflight,
             max_message_bytes=max_message_bytes,
             stream_methods=tuple(stream_method or ()),
+            tls_cert=str(tls_cert) if tls_cert else None,
+            tls_key=str(tls_key) if tls_key else None,
+            tls_client_ca=str(tls_client_ca) if tls_client_ca else None,
+            upstream_ca=upstream_tls["ca"],
+            upstream_cert=upstream_tls["cert"],
+            upstream_key=upstream_tls["key"],
+            upstream_server_name=upstream_tls["server_name"],
+            upstream_tls_by_arm=upstream_tls_by_arm or None,
         )
+        check_tls(settings)  # every TLS file read and checked now: a bad one is exit 2, not a failed start
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     plan = _load_fault_plan(faults, default_codec="v2grpc") if faults is not None else None
@@ -322,7 +381,8 @@ def proxy_grpc(
     if run_dir is None:
         run_dir = new_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_info(run_dir, command=sys.argv, seed=seed, extra={"proxy": "grpc"})
+    write_run_info(run_dir, command=sys.argv, seed=seed,
+                   extra={"proxy": "grpc", "workers": workers, "settings": vars(settings)})
     serve_grpc_proxy(
         settings,
         listen=(host, port),
@@ -331,6 +391,7 @@ def proxy_grpc(
         drain_timeout=drain_timeout,
         on_ready=lambda p: ready_line("grpc proxy", host, p),
         plan=plan,
+        workers=workers,
     )
 
 
@@ -429,9 +490,22 @@ def scenario_schema() -> None:
 @app.command()
 def analyze(
     run_dir: Annotated[Path, typer.Argument(help="A run directory holding capture.db.")],
-    codec: Annotated[Optional[str], typer.Option(help="v2, v1, generic or v2grpc. Default: the run's recorded codec, else detected.")] = None,
+    codec: Annotated[
+        Optional[str], typer.Option(help="v2, v1, generic, v2grpc or grpc. Default: the run's recorded codec, else detected.")
+    ] = None,
     select: Annotated[
-        Optional[str], typer.Option(help="Generic codec selectors, e.g. 'label=predictions[*].label,score=predictions[*].p'.")
+        Optional[str],
+        typer.Option(help="Selectors of the generic or grpc codec, e.g. 'label=predictions[*].label,score=predictions[*].p'."),
+    ] = None,
+    descriptor_set: Annotated[
+        Optional[Path],
+        typer.Option(help="grpc codec: the service's descriptor set (protoc --include_imports --descriptor_set_out=FILE)."),
+    ] = None,
+    reflection: Annotated[
+        Optional[str], typer.Option(help="grpc codec: fetch the descriptors from this server's gRPC reflection (HOST:PORT).")
+    ] = None,
+    grpc_method: Annotated[
+        Optional[str], typer.Option(help="grpc codec: the method of the captured calls, /package.Service/Method.")
     ] = None,
     policy: Annotated[Optional[Path], typer.Option(help="YAML policy file: checks: {name: {param: value}}.")] = None,
     set_: Annotated[
@@ -442,6 +516,9 @@ def analyze(
 
     Exit code: 0 GO, 1 NO-GO, 3 INCONCLUSIVE (2 bad input, 4 failure).
     Example: shadowline analyze runs/20261127-101500-ab12cd --set label_agreement.margin=0.02
+
+    Any gRPC service, through its descriptor set (docs/grpc-codecs.md): shadowline analyze RUN
+    --descriptor-set scorer.pb --grpc-method /fraud.Scorer/Score --select 'features=rows,label=predictions[*].label'
     """
     from harness.judge import JudgeInputError, judge, load_policy
 
@@ -449,15 +526,71 @@ def analyze(
         config = load_policy(policy, set_ or [])
     except JudgeInputError as exc:
         raise UsageError(str(exc)) from None
-    options = {"select": select} if select else {}
-    if select and codec is None:
-        codec = "generic"
+    grpc_flags = descriptor_set is not None or reflection is not None or grpc_method is not None
+    if grpc_flags and codec is None:
+        codec = "grpc"
+    if codec == "grpc":
+        options = _grpc_codec_options(run_dir, descriptor_set, reflection, grpc_method, select)
+    elif grpc_flags:
+        raise UsageError(f"--descriptor-set, --reflection and --grpc-method go with --codec grpc, not --codec {codec}")
+    else:
+        options = {"select": select} if select else {}
+        if select and codec is None:
+            codec = "generic"
     try:
         judgement = judge(run_dir, codec=codec, codec_options=options, checks_config=config)
     except JudgeInputError as exc:
         raise UsageError(str(exc)) from None
     print_verdict(judgement)
     raise typer.Exit(judgement.exit_code)
+
+
+GRPC_DESCRIPTORS_FILE = "grpc-descriptors.pb"  # the descriptor set `analyze --codec grpc` used, kept in the run
+
+
+def _grpc_codec_options(run_dir: Path, descriptor_set: Path | None, reflection: str | None, grpc_method: str | None,
+                        select: str | None) -> dict:
+    """The grpc codec's options for `analyze`. The descriptor set (the file given, or what the
+    server's reflection sent) is checked, then kept in the run directory, so the recorded
+    codec.json rebuilds the codec later without the file or the server."""
+    from harness.codecs.descriptor import DescriptorCodec
+    from harness.codecs.descriptor_set import normalize_method, read_descriptor_set, write_descriptor_set
+    from harness.codecs.reflection import ReflectionError, ReflectionUnavailable, fetch_descriptor_set
+
+    if descriptor_set is not None and reflection is not None:
+        raise UsageError("--descriptor-set and --reflection: give one of them")
+    if descriptor_set is None and reflection is None:
+        raise UsageError("--codec grpc needs --descriptor-set FILE or --reflection HOST:PORT")
+    if not grpc_method:
+        raise UsageError("--codec grpc needs --grpc-method /package.Service/Method")
+    if not select:
+        raise UsageError("--codec grpc needs --select, e.g. 'features=rows,label=predictions[*].label'")
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run directory")
+    try:
+        method = normalize_method(grpc_method)
+    except ValueError as exc:
+        raise UsageError(f"--grpc-method: {exc}") from None
+    if reflection is not None:
+        source = f"reflection {reflection}"
+        try:
+            data = fetch_descriptor_set(reflection, method[1:].split("/")[0])
+        except ReflectionError as exc:
+            raise UsageError(f"--reflection: {exc}") from None
+        except ReflectionUnavailable as exc:
+            raise RunFailed(f"--reflection: {exc}") from None
+    else:
+        source = str(descriptor_set)
+        try:
+            data = read_descriptor_set(descriptor_set)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    try:  # before anything is written: errors name the user's file, method or field path
+        DescriptorCodec.from_bytes(data, method=method, select=select, source=source)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    saved = write_descriptor_set(data, run_dir / GRPC_DESCRIPTORS_FILE)
+    return {"descriptor_set": str(saved.resolve()), "method": method, "select": select}
 
 
 def print_verdict(judgement) -> None:
@@ -481,6 +614,7 @@ def demo(
     ] = Variant.subtle,
     seed: Annotated[int, typer.Option(help="Seed of the load and sampling.")] = 7,
     run_dir: Annotated[Optional[Path], typer.Option(help="Run directory. Default: runs/<run-id>.")] = None,
+    protocol: Annotated[Protocol, typer.Option(help="http: v2 REST; grpc: v2 gRPC (same models, rows and seed).")] = Protocol.http,
 ) -> None:
     """Demo incumbent and candidate, the shadow proxy and a Locust load, then the verdict and reports.
 
@@ -491,7 +625,8 @@ def demo(
 
     if duration <= 0 or rate <= 0:
         raise UsageError("--duration and --rate must be positive")
-    raise typer.Exit(run_demo(duration=duration, rate=rate, variant=variant.value, seed=seed, run_dir=run_dir))
+    raise typer.Exit(run_demo(duration=duration, rate=rate, variant=variant.value, seed=seed, run_dir=run_dir,
+                              protocol=protocol.value))
 
 
 def main(argv: list[str] | None = None) -> int:

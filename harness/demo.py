@@ -1,9 +1,11 @@
 """`shadowline demo`: the whole flow on embedded defaults (a composition root).
 
-Demo incumbent and candidate servers (8 ms each, like the target service), the HTTP shadow
-proxy capturing to a run directory, a seeded Locust load through the proxy with a live view
-(requests, rate, running flip rate), then the judge: verdict, reasons, reports. Every child
-is started here and stopped here, by PID, whatever happens.
+Demo incumbent and candidate servers (8 ms each, like the target service), the shadow proxy
+capturing to a run directory, a seeded Locust load through the proxy with a live view
+(requests, rate, running flip rate), then the judge: verdict, reasons, reports. Over HTTP
+(v2 REST) by default; `protocol="grpc"` runs the same models, rows and seed over v2 gRPC
+(`serve-demo --grpc`, `proxy grpc`, ModelInfer calls). Every child is started here and
+stopped here, by PID, whatever happens.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ SERVER_LATENCY = ("--latency-ms", "8", "--jitter-ms", "2")
 class RunningFlips:
     """Counts label flips in the capture as it grows (reads only rows it has not seen)."""
 
-    def __init__(self, capture_path: Path):
+    def __init__(self, capture_path: Path, codec: str = "v2"):
         from harness.codecs import get_codec
 
         self.path = capture_path
-        self.codec = get_codec("v2")
+        self.codec = get_codec(codec)
         self.seq = 0
         self.pairs = 0
         self.flips = 0
@@ -70,49 +72,58 @@ def _view(stats: dict, flips: RunningFlips, duration: float) -> str:
     )
 
 
-def run_demo(*, duration: float, rate: float, variant: str, seed: int, run_dir: Path | None) -> int:
-    """Run the demo; print the verdict; return its exit code."""
+def run_demo(*, duration: float, rate: float, variant: str, seed: int, run_dir: Path | None, protocol: str = "http") -> int:
+    """Run the demo over `protocol` ("http" or "grpc"); print the verdict; return its exit code."""
     from harness.cli import print_verdict
     from harness.judge import judge
     from harness.load import LoadSpec, start_load
     from harness.rundir import new_run_dir, write_run_info
 
+    if protocol not in ("http", "grpc"):
+        raise ValueError(f"protocol must be http or grpc, got {protocol!r}")
+
+    def address(child: Child) -> str:
+        return f"grpc://{child.host}:{child.port}" if grpc else child.url
+
     console = Console()
     run_dir = run_dir or new_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_info(run_dir, command=sys.argv, seed=seed, extra={"demo": {"duration": duration, "rate": rate, "variant": variant}})
+    write_run_info(run_dir, command=sys.argv, seed=seed, extra={"demo": {"duration": duration, "rate": rate, "variant": variant, "protocol": protocol}})
     logs = run_dir / "logs"
+    grpc = protocol == "grpc"
+    server = ("serve-demo", "--grpc") if grpc else ("serve-demo",)
     children: list[Child] = []
     try:
         incumbent = spawn(
-            "incumbent", shadowline_command("serve-demo", "--role", "incumbent", "--port", "0", *SERVER_LATENCY), logs / "incumbent.log"
+            "incumbent", shadowline_command(*server, "--role", "incumbent", "--port", "0", *SERVER_LATENCY), logs / "incumbent.log"
         )
         children.append(incumbent)
         candidate = spawn(
             "candidate",
-            shadowline_command("serve-demo", "--role", "candidate", "--variant", variant, "--port", "0", *SERVER_LATENCY),
+            shadowline_command(*server, "--role", "candidate", "--variant", variant, "--port", "0", *SERVER_LATENCY),
             logs / "candidate.log",
         )
         children.append(candidate)
         proxy = spawn(
             "proxy",
             shadowline_command(
-                "proxy", "http", "--listen", "127.0.0.1:0", "--incumbent", incumbent.url,
-                "--candidate", candidate.url, "--run-dir", str(run_dir), "--seed", str(seed),
+                "proxy", protocol, "--listen", "127.0.0.1:0", "--incumbent", address(incumbent),
+                "--candidate", address(candidate), "--run-dir", str(run_dir), "--seed", str(seed),
             ),
             logs / "proxy.log",
         )
         children.append(proxy)
         console.print(
-            f"[bold]shadowline demo[/]: {duration:g} s at {rate:g} req/s through the shadow proxy {proxy.url}; "
+            f"[bold]shadowline demo[/]: {duration:g} s at {rate:g} req/s through the {protocol} shadow proxy {address(proxy)}; "
             f"candidate variant '{variant}'; run {run_dir}",
             highlight=False,
         )
         # Each Locust user sends its requests one after another; keep each under ~20/s so
         # an 8-10 ms answer never caps the rate.
         users = max(1, min(100, math.ceil(rate / 20)))
-        spec = LoadSpec(target=proxy.url, rate=rate, duration_s=max(1, round(duration)), users=users, seed=seed)
-        flips = RunningFlips(run_dir / "capture.db")
+        spec = LoadSpec(target=address(proxy), rate=rate, duration_s=max(1, round(duration)), users=users, seed=seed,
+                        protocol=protocol)
+        flips = RunningFlips(run_dir / "capture.db", "v2grpc" if grpc else "v2")
         load = start_load(spec, run_dir / "load")
         with Live(_view({}, flips, duration), console=console, refresh_per_second=4, transient=True) as live:
 
@@ -130,6 +141,6 @@ def run_demo(*, duration: float, rate: float, variant: str, seed: int, run_dir: 
         f"client latency through the proxy p50 {result.p50_ms} ms, p99 {result.p99_ms} ms",
         highlight=False,
     )
-    judgement = judge(run_dir)
+    judgement = judge(run_dir, codec="v2grpc" if grpc else "v2")
     print_verdict(judgement)
     return judgement.exit_code

@@ -29,17 +29,15 @@ import grpc
 from harness.faults import FaultPlan, TransportFault
 from harness.faults.base import Action
 from harness.faults.plan import Decision
-from harness.records import BASELINE, CANDIDATE, CONNECT, INCUMBENT, INTERNAL, RESET, SHED, TIMEOUT, ArmOutcome, Exchange
+from harness.records import BASELINE, CANDIDATE, CONNECT, GRPC_METHOD, INCUMBENT, INTERNAL, RESET, SHED, TIMEOUT, ArmOutcome, Exchange
 from harness.sampling import Sampler
-from proxies.http_proxy import RequestIds, _FaultedPayload, _PendingExchange
+from proxies.http_proxy import RequestIds, FaultedPayload, PendingExchange
 from proxies.metrics import BUCKETS, ProxyMetrics
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[Exchange], None]
 
-# Exchange.method of every gRPC exchange (gRPC is always an HTTP/2 POST; this says which protocol).
-GRPC_METHOD = "GRPC"
 
 # Metadata never forwarded: hop-by-hop (RFC 9113 8.2.2), pseudo-headers, and what the gRPC
 # library sets itself on each call (user-agent, content-type, te, grpc-timeout, grpc-encoding...).
@@ -55,6 +53,16 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 # one HTTP/1.1 connection; gRPC multiplexes calls on one HTTP/2 connection and grpcio frames
 # each message itself, so neither can be done to one call without touching the others.
 GRPC_ACTIONS = frozenset({"delay", "abort", "hang", "reset"})
+
+
+async def _detached(call):
+    """Await a grpc.aio call without tying it to the awaiting task: awaiting the call itself
+    would cancel it when the task is cancelled (the client left), and the incumbent's call
+    must go on to give its own outcome. A future and a done callback: cheaper than shield()."""
+    done = asyncio.get_running_loop().create_future()
+    call.add_done_callback(lambda _: done.done() or done.set_result(None))
+    await done
+    return await call  # finished: returns its answer or raises its AioRpcError at once
 
 
 def check_plan(plan: FaultPlan) -> None:
@@ -80,16 +88,32 @@ class GrpcProxySettings:
     max_inflight: int = 512  # mirrored calls in flight across arms; beyond it copies are shed
     max_message_bytes: int = 4 << 20  # largest message received or sent, both directions, every hop
     stream_methods: tuple[str, ...] = ()  # full method paths forwarded as streams, e.g. "/pkg.Svc/Watch"
+    # TLS, from PEM files (proxies/grpc_tls.py; docs/grpc.md "TLS and mTLS"). Paths, never the
+    # contents, so the settings can be recorded in the capture without leaking a key.
+    tls_cert: str | None = None  # the listener's certificate chain; with tls_key, clients must use TLS
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # CA of client certificates: set, clients must present one (mTLS)
+    # Every grpcs:// upstream: CA bundle (None: grpcio's bundled roots), client cert + key (mTLS),
+    # name expected in its certificate when not the host (grpc.ssl_target_name_override).
+    upstream_ca: str | None = None
+    upstream_cert: str | None = None
+    upstream_key: str | None = None
+    upstream_server_name: str | None = None
+    # Per-arm overrides of the four above: {"candidate": {"ca": ..., "cert": ..., "key": ..., "server_name": ...}}.
+    upstream_tls_by_arm: dict[str, dict[str, str]] | None = None
 
 
 def grpc_target(value: str) -> str:
-    """'grpc://host:port' or 'host:port' -> 'host:port' (the channel target)."""
-    for scheme in ("grpc://", "http://"):
+    """'grpc://host:port', 'grpcs://host:port' or 'host:port' -> 'host:port' (the channel target).
+
+    Whether the upstream is called over TLS is `grpc_tls.uses_tls(value)`: grpcs:// (or https://)."""
+    for scheme in ("grpc://", "http://", "grpcs://", "https://"):
         if value.startswith(scheme):
             value = value[len(scheme):]
+            break
     value = value.rstrip("/")
-    if value.startswith(("grpcs://", "https://")) or "/" in value or ":" not in value:
-        raise ValueError(f"gRPC upstream: expected host:port or grpc://host:port, got {value!r} (TLS is not supported yet)")
+    if "/" in value or ":" not in value:
+        raise ValueError(f"gRPC upstream: expected host:port, grpc://host:port or grpcs://host:port, got {value!r}")
     return value
 
 
@@ -189,7 +213,17 @@ class GrpcShadowProxy:
     def channel(self, arm: str) -> grpc.aio.Channel:
         channel = self._channels.get(arm)
         if channel is None:
-            channel = self._channels[arm] = grpc.aio.insecure_channel(self.targets[arm], options=self.channel_options)
+            from proxies.grpc_tls import channel_credentials
+
+            # A grpcs:// upstream: its PEM files are read here, once per arm (serve_grpc_proxy opens
+            # every channel before listening, so a bad file stops the start, not a call).
+            secure = channel_credentials(self.settings, arm)
+            if secure is None:
+                channel = grpc.aio.insecure_channel(self.targets[arm], options=self.channel_options)
+            else:
+                credentials, tls_options = secure
+                channel = grpc.aio.secure_channel(self.targets[arm], credentials, options=self.channel_options + tls_options)
+            self._channels[arm] = channel
         return channel
 
     @staticmethod
@@ -223,8 +257,8 @@ class GrpcShadowProxy:
             decision = self.plan.decide(self._seq, now - self._t0)
             self._seq += self.seq_stride
             if mirror and decision.payload:
-                payload = _FaultedPayload(self.plan, decision, request)
-        pending = _PendingExchange(exchange, 1 + (len(self.shadows) if mirror else 0), self.sink)
+                payload = FaultedPayload(self.plan, decision, request)
+        pending = PendingExchange(exchange, 1 + (len(self.shadows) if mirror else 0), self.sink)
         # The incumbent's call is created first: grpc.aio starts it before any mirror task runs.
         self.metrics.sent[INCUMBENT] += 1
         sent = time.perf_counter()
@@ -242,12 +276,10 @@ class GrpcShadowProxy:
                     continue
                 self.inflight += 1
                 copy = payload if payload is not None and arm in decision.payload_arms else request
-                task = loop.create_task(self._mirror(arm, method, copy, shadow_metadata, shadow_timeout, pending, decision))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._track(loop.create_task(self._mirror(arm, method, copy, shadow_metadata, shadow_timeout, pending, decision)))
 
         try:
-            response = await call
+            response = await _detached(call)
         except grpc.aio.AioRpcError as exc:
             latency = time.perf_counter() - sent
             outcome = self._error_outcome(exc, latency, timeout)
@@ -258,11 +290,12 @@ class GrpcShadowProxy:
                 await context.send_initial_metadata(initial)
             await context.abort(exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ()))
             raise AssertionError("unreachable: abort raises")  # pragma: no cover
-        except asyncio.CancelledError:  # the client went away: still an exchange
-            outcome = ArmOutcome(latency_s=time.perf_counter() - sent, error=TIMEOUT)
-            self.metrics.outcome(INCUMBENT, outcome)
-            pending.done(INCUMBENT, outcome)
-            call.cancel()
+        except asyncio.CancelledError:
+            # The client went away (cancelled, or its deadline passed). As over HTTP, the
+            # incumbent's call goes on and its own outcome is recorded: the client leaving
+            # says nothing about the incumbent. The call carries the client's deadline, so it
+            # ends by then at the latest.
+            self._track(asyncio.get_running_loop().create_task(self._finish_orphan(call, sent, timeout, pending)))
             raise
         latency = time.perf_counter() - sent
         outcome = ArmOutcome(0, latency, response)
@@ -275,6 +308,24 @@ class GrpcShadowProxy:
         if trailing:
             context.set_trailing_metadata(tuple(trailing))
         return response
+
+    async def _finish_orphan(self, call, sent: float, timeout: float | None, pending: PendingExchange) -> None:
+        """Record the outcome of an incumbent call whose client is gone."""
+        try:
+            response = await call
+            outcome = ArmOutcome(0, time.perf_counter() - sent, response)
+        except grpc.aio.AioRpcError as exc:
+            outcome = self._error_outcome(exc, time.perf_counter() - sent, timeout)
+        except asyncio.CancelledError:  # the drain deadline
+            call.cancel()
+            outcome = ArmOutcome(latency_s=time.perf_counter() - sent, error=TIMEOUT)
+        self.metrics.outcome(INCUMBENT, outcome)
+        pending.done(INCUMBENT, outcome)
+
+    def _track(self, task: asyncio.Task) -> None:
+        """Keep a background task until it ends; drain() waits for (then cancels) these."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @staticmethod
     def _error_outcome(exc: grpc.aio.AioRpcError, latency: float, timeout: float | None) -> ArmOutcome:
@@ -291,10 +342,10 @@ class GrpcShadowProxy:
         self,
         arm: str,
         method: str,
-        copy: bytes | _FaultedPayload,  # a faulted body is built here, off the client's path
+        copy: bytes | FaultedPayload,  # a faulted body is built here, off the client's path
         metadata,
         timeout: float,
-        pending: _PendingExchange,
+        pending: PendingExchange,
         decision: Decision | None = None,
     ) -> None:
         self.metrics.sent[arm] += 1
@@ -368,7 +419,7 @@ class GrpcShadowProxy:
             metadata.append(("x-request-id", request_id))
         elif isinstance(request_id, bytes):
             request_id = request_id.decode("latin-1")
-        pending = _PendingExchange(Exchange(request_id, started_at, GRPC_METHOD, method, b""), 1, self.sink)
+        pending = PendingExchange(Exchange(request_id, started_at, GRPC_METHOD, method, b""), 1, self.sink)
         timeout = self._deadline(context, None)
 
         async def requests():
@@ -402,7 +453,7 @@ class GrpcShadowProxy:
             context.set_trailing_metadata(tuple(trailing))
         self._finish(pending, ArmOutcome(0, time.perf_counter() - sent, None))
 
-    def _finish(self, pending: _PendingExchange, outcome: ArmOutcome) -> None:
+    def _finish(self, pending: PendingExchange, outcome: ArmOutcome) -> None:
         if pending.remaining:
             self.metrics.outcome(INCUMBENT, outcome)
             pending.done(INCUMBENT, outcome)
@@ -426,11 +477,22 @@ class GrpcShadowProxy:
 
 
 def make_server(proxy: GrpcShadowProxy, listen: tuple[str, int]) -> tuple[grpc.aio.Server, int]:
-    """A grpc.aio server (not started) serving `proxy` on `listen`; returns it and the bound port."""
+    """A grpc.aio server (not started) serving `proxy` on `listen`; returns it and the bound port.
+
+    TLS (mTLS with a client CA) when the settings name a certificate: proxies/grpc_tls.py.
+    grpc sets SO_REUSEPORT on the socket (option `grpc.so_reuseport`, on by default on Linux):
+    that is what lets several worker processes serve one port (proxies/grpc_workers.py)."""
+    from proxies.grpc_tls import server_credentials
+
+    credentials = server_credentials(proxy.settings)
     server = grpc.aio.server(options=proxy.channel_options)
     server.add_generic_rpc_handlers([proxy.handler()])
     host, port = listen
-    bound = server.add_insecure_port(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+    address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    if credentials is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, credentials)
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     return server, bound
@@ -445,6 +507,7 @@ def serve_grpc_proxy(
     drain_timeout: float = 10.0,
     on_ready=None,
     plan: FaultPlan | None = None,
+    workers: int = 1,
 ) -> None:
     """Run the gRPC shadow proxy, capturing to `run_dir/capture.db`, until SIGTERM or SIGINT.
 
@@ -452,15 +515,55 @@ def serve_grpc_proxy(
     let mirrored copies finish within what is left of it (then cancel and record them),
     close the channels, flush the capture. `on_ready(port)` is called once listening.
     Runs on the standard asyncio loop (grpc.aio does not support uvloop).
+
+    With `workers` > 1, that many processes serve the same port, each capturing to its own
+    shard; on SIGTERM they drain and the shards are merged into `run_dir/capture.db`, and
+    `on_ready` is called once every worker listens (proxies/grpc_workers.py).
+    TLS files are checked first (ValueError, one line) before anything is created.
+    """
+    from proxies.grpc_tls import check
+
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    check(settings)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if workers > 1:
+        from proxies.grpc_workers import serve_workers
+
+        serve_workers(settings, listen=listen, run_dir=run_dir, workers=workers, metrics_listen=metrics_listen,
+                      drain_timeout=drain_timeout, on_ready=on_ready, plan=plan)
+        return
+    serve_process(settings, listen=listen, capture_path=run_dir / "capture.db", run_dir=run_dir,
+                  metrics_listen=metrics_listen, drain_timeout=drain_timeout, on_ready=on_ready, plan=plan)
+
+
+def serve_process(
+    settings: GrpcProxySettings,
+    *,
+    listen: tuple[str, int],
+    capture_path: Path,
+    run_dir: Path,
+    metrics_listen: tuple[str, int] | None = None,
+    drain_timeout: float = 10.0,
+    on_ready=None,
+    plan: FaultPlan | None = None,
+    workers: int = 1,
+    setup: Callable[[GrpcShadowProxy, object], None] | None = None,
+) -> None:
+    """One serving process (the whole proxy, or one worker of `workers`), capturing to `capture_path`.
+
+    `setup(proxy, capture)` runs once the proxy exists, before it listens: a worker numbers its
+    calls and seeds its sampler there, and records which worker it is in its shard's meta.
+    The first SIGTERM/SIGINT starts the drain; later ones are ignored until the process exits.
     """
     from harness.capture import CaptureWriter
     from proxies.serve import record_plan
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    capture = CaptureWriter(run_dir / "capture.db")
+    capture = CaptureWriter(capture_path)
     capture.set_meta("seed", settings.seed)
-    capture.set_meta("proxy_settings", {**vars(settings), "protocol": "grpc", "stream_methods": list(settings.stream_methods)})
+    capture.set_meta("proxy_settings", {**vars(settings), "protocol": "grpc", "stream_methods": list(settings.stream_methods),
+                                        "workers": workers})
     record_plan(plan, capture, run_dir)
 
     async def main() -> None:
@@ -469,6 +572,10 @@ def serve_grpc_proxy(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
         proxy = GrpcShadowProxy(settings, sink=capture.write, plan=plan)
+        if setup is not None:
+            setup(proxy, capture)
+        for arm in proxy.arms:  # reads the upstreams' TLS files now, not on the first call
+            proxy.channel(arm)
         server, port = make_server(proxy, listen)
         await server.start()
         if metrics_listen is not None:
@@ -477,6 +584,11 @@ def serve_grpc_proxy(
         if on_ready is not None:
             on_ready(port)
         await stopping.wait()
+        # From now on further SIGTERM/SIGINT are ignored for good: the drain is bounded anyway, and
+        # a worker sent SIGINT by the terminal and SIGTERM by its parent must not die of the second.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
         deadline = time.monotonic() + drain_timeout
         await server.stop(drain_timeout)
         await proxy.drain(deadline - time.monotonic())

@@ -46,7 +46,7 @@ class ProxySettings:
     max_body: int = 8 << 20  # request bodies; responses get 8x this
 
 
-class _PendingExchange:
+class PendingExchange:
     """Collects arm outcomes; hands the exchange to the sink when the last arm reports."""
 
     __slots__ = ("exchange", "remaining", "sink")
@@ -63,7 +63,7 @@ class _PendingExchange:
             self.sink(self.exchange)
 
 
-class _FaultedPayload:
+class FaultedPayload:
     """A faulted request body, built once for every arm it goes to, and only when a mirror
     task first needs it: by then the incumbent's request is already on the wire, so the
     decode-fault-encode work never delays production."""
@@ -170,8 +170,8 @@ class ShadowProxy:
             decision = self.plan.decide(self._seq, now - self._t0)
             self._seq += 1
             if mirror and decision.payload:
-                payload = _FaultedPayload(self.plan, decision, req.body)
-        pending = _PendingExchange(exchange, 1 + (len(self.shadows) if mirror else 0), self.sink)
+                payload = FaultedPayload(self.plan, decision, req.body)
+        pending = PendingExchange(exchange, 1 + (len(self.shadows) if mirror else 0), self.sink)
         incumbent_call = self.incumbent.request(
             self._encode(req.method, target, headers, self.incumbent, req.body), head=head, timeout=self.settings.incumbent_timeout
         )
@@ -225,7 +225,7 @@ class ShadowProxy:
         upstream: Upstream,
         copy,  # (request bytes, body length), or a callable making them (a faulted body, built late)
         head: bool,
-        pending: _PendingExchange,
+        pending: PendingExchange,
         decision: Decision | None = None,
     ) -> None:
         self.metrics.sent[arm] += 1

@@ -36,3 +36,25 @@ def test_demo_runs_end_to_end_and_writes_all_four_reports(tmp_path):
     assert summary["incumbent"]["ok"] == summary["incumbent"]["present"] == summary["candidate"]["ok"]
     for name in ("incumbent", "candidate", "proxy"):
         assert (run_dir / "logs" / f"{name}.log").exists()
+
+
+def _demo(run_dir, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "demo", "--duration", "5", "--rate", "60", "--seed", "3",
+         "--variant", "broken", "--run-dir", str(run_dir), *args],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.mark.slow
+def test_demo_over_grpc_reaches_the_verdict_it_reaches_over_http(tmp_path):
+    over_http, over_grpc = _demo(tmp_path / "http"), _demo(tmp_path / "grpc", "--protocol", "grpc")
+    assert over_grpc.returncode == over_http.returncode == 1, over_grpc.stdout[-2000:] + over_grpc.stderr[-2000:]
+    reports = {name: json.loads((tmp_path / name / "report.json").read_text()) for name in ("http", "grpc")}
+    assert reports["grpc"]["verdict"] == reports["http"]["verdict"] == "NO_GO"
+    failed = {name: sorted(c["name"] for c in r["checks"] if c["status"] == "fail") for name, r in reports.items()}
+    assert failed["grpc"] == failed["http"] and failed["grpc"]
+    assert json.loads((tmp_path / "grpc" / "codec.json").read_text())["name"] == "v2grpc"
+    assert json.loads((tmp_path / "grpc" / "run.json").read_text())["extra"]["demo"]["protocol"] == "grpc"
+    with CaptureReader(tmp_path / "grpc" / "capture.db") as capture:
+        assert json.loads(capture.meta()["proxy_settings"])["protocol"] == "grpc"

@@ -237,3 +237,57 @@ def test_faults_the_grpc_proxy_cannot_execute_are_refused(tmp_path):
     assert "'truncate' is not supported over gRPC" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_payload_faults_on_any_service_through_a_descriptor_set_codec(tmp_path):
+    """A plan file naming the `grpc` codec with its options (descriptor set, method, select),
+    loaded as `proxy grpc --faults` loads it, faults a non-v2 service's requests."""
+    from harness.cli import _load_fault_plan
+    from tests.unit.test_codec_descriptor import METHOD, SELECT, compile_descriptor_set, fraud_codec, score_request
+
+    descriptors = compile_descriptor_set(tmp_path / "proto")
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps({
+        "seed": 5, "codec": "grpc",
+        "codec_options": {"descriptor_set": str(descriptors), "method": METHOD, "select": SELECT},
+        "faults": [{"type": "nan", "fields": ["amount"], "arms": ["candidate"]}],
+    }))
+    plan = _load_fault_plan(plan_file)
+    codec = fraud_codec(descriptors)
+    bodies = [score_request(codec, n=2, seed=i).SerializeToString() for i in range(4)]
+
+    class Echo(grpc.GenericRpcHandler):  # the incumbent: an empty ScoreResponse to every call
+        def service(self, details):
+            async def unary(request, context):
+                return b""
+            return grpc.unary_unary_rpc_method_handler(unary)
+
+    async def scenario():
+        incumbent = grpc.aio.server()
+        incumbent.add_generic_rpc_handlers([Echo()])
+        incumbent_target = f"127.0.0.1:{incumbent.add_insecure_port('127.0.0.1:0')}"
+        await incumbent.start()
+        recorder_server, recorder, candidate_target = await start_recorder(incumbent_target)
+        try:
+            capture = CaptureWriter(tmp_path / "capture.db")
+            proxy = GrpcShadowProxy(GrpcProxySettings(incumbent=incumbent_target, candidate=candidate_target),
+                                    sink=capture.write, plan=plan)
+            server, port = make_server(proxy, ("127.0.0.1", 0))
+            await server.start()
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                for body in bodies:
+                    assert await ch.unary_unary(METHOD)(body, timeout=10) == b""
+            await server.stop(1.0)
+            await proxy.drain(5.0)
+            capture.close()
+            return recorder.requests
+        finally:
+            await recorder_server.stop(None)
+            await incumbent.stop(None)
+
+    received = asyncio.run(scenario())
+    assert len(received) == len(bodies)
+    for sent, got in zip(bodies, received):  # one call after another: in order
+        before, after = codec.decode_request(sent), codec.decode_request(got)
+        assert np.isnan(after.columns["amount"]).all() and not np.isnan(before.columns["amount"]).any()
+        assert after.columns["merchant_category"].tolist() == before.columns["merchant_category"].tolist()

@@ -373,3 +373,29 @@ def test_unlisted_streaming_method_is_cut_by_the_incumbent_timeout(tmp_path):
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert elapsed < 2.0
     assert [r["incumbent_error"] for r in rows] == ["timeout"]
+
+
+def test_a_client_that_leaves_does_not_make_the_incumbent_fail(tmp_path):
+    """The client cancels mid-call: the incumbent's call goes on and its own answer is recorded
+    (as the HTTP proxy records an incumbent answer whose client has gone)."""
+
+    async def scenario():
+        inc_server, _, inc_target = await start_upstream("echo")
+        cand_server, _, cand_target = await start_upstream("echo")
+        async with Proxy(GrpcProxySettings(incumbent=inc_target, candidate=cand_target), tmp_path) as p:
+            async with channel(p.target) as ch:
+                pending = ch.unary_unary(SLOW)(b"abc", timeout=10)
+                await asyncio.sleep(0.2)
+                pending.cancel()
+                assert await pending.code() == grpc.StatusCode.CANCELLED
+            await p.stop()  # drains: waits for the incumbent's answer
+        for s in (inc_server, cand_server):
+            await s.stop(0)
+        return p.rows()
+
+    rows = asyncio.run(scenario())
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["incumbent_status"] == 0 and row["incumbent_error"] is None
+    assert row["incumbent_body"] == b"cba" and row["incumbent_latency_s"] >= 1.0
+    assert row["candidate_status"] == 0

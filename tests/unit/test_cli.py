@@ -33,7 +33,9 @@ def test_every_command_has_help(command, capsys):
         (["proxy", "toxic", "--upstream", "127.0.0.1:1", "--toxic", "{not json"], "--toxic"),
         (["proxy", "toxic", "--upstream", "nohost"], "--upstream"),
         (["proxy", "grpc", "--incumbent", "127.0.0.1:1", "--sample", "3"], "--sample"),
-        (["proxy", "grpc", "--incumbent", "grpcs://127.0.0.1:1"], "--incumbent"),
+        (["proxy", "grpc", "--incumbent", "grpc://127.0.0.1:1/path"], "--incumbent"),
+        (["proxy", "grpc", "--incumbent", "grpcs://127.0.0.1:1", "--upstream-ca", "/nonexistent/ca.pem"], "--upstream-ca"),
+        (["proxy", "grpc", "--incumbent", "127.0.0.1:1", "--faults", "/nonexistent/plan.yaml"], "--faults"),
     ],
 )
 def test_bad_usage_is_exit_2_with_a_message_naming_the_option(argv, names, capsys):

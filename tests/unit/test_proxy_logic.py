@@ -6,7 +6,7 @@ import pytest
 
 from harness.records import CANDIDATE, INCUMBENT, ArmOutcome, Exchange
 from harness.sampling import Sampler
-from proxies.http_proxy import _PendingExchange, origin_form
+from proxies.http_proxy import PendingExchange, origin_form
 from proxies.serve import split_host_port
 
 
@@ -38,7 +38,7 @@ def test_origin_form_never_keeps_a_client_named_host(target, expected):
 
 def test_pending_exchange_lands_once_when_every_arm_reported():
     landed: list[Exchange] = []
-    pending = _PendingExchange(Exchange("r", 0.0, "POST", "/", b""), 2, landed.append)
+    pending = PendingExchange(Exchange("r", 0.0, "POST", "/", b""), 2, landed.append)
     pending.done(CANDIDATE, ArmOutcome(error="timeout"))
     assert landed == []
     pending.done(INCUMBENT, ArmOutcome(200, 0.01, b"{}"))
