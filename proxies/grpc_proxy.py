@@ -65,6 +65,9 @@ async def _detached(call):
     return await call  # finished: returns its answer or raises its AioRpcError at once
 
 
+MAX_CACHED_CALLABLES = 1024  # (arm, method) pairs; beyond, callables are made per call
+
+
 def check_plan(plan: FaultPlan) -> None:
     """ValueError naming the first transport fault the gRPC proxy cannot execute."""
     for fault in plan.faults:
@@ -200,6 +203,7 @@ class GrpcShadowProxy:
         self.shadows = tuple(arm for arm in self.targets if arm != INCUMBENT)
         self.arms = (INCUMBENT, *self.shadows)
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._callables: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable] = {}
         self.metrics = metrics or GrpcProxyMetrics(self.arms)
         self.metrics.inflight = lambda: self.inflight
         self.sampler = Sampler(settings.sample, settings.seed)
@@ -225,6 +229,17 @@ class GrpcShadowProxy:
                 channel = grpc.aio.secure_channel(self.targets[arm], credentials, options=self.channel_options + tls_options)
             self._channels[arm] = channel
         return channel
+
+    def callable(self, arm: str, method: str) -> grpc.aio.UnaryUnaryMultiCallable:
+        """The arm's unary callable for `method`, made once: building one per call costs about
+        as much as the proxy's own Python per call. Bounded: clients choose method names."""
+        key = (arm, method)
+        fn = self._callables.get(key)
+        if fn is None:
+            fn = self.channel(arm).unary_unary(method)
+            if len(self._callables) < MAX_CACHED_CALLABLES:
+                self._callables[key] = fn
+        return fn
 
     @staticmethod
     def _deadline(context, limit: float | None) -> float | None:
@@ -262,7 +277,7 @@ class GrpcShadowProxy:
         # The incumbent's call is created first: grpc.aio starts it before any mirror task runs.
         self.metrics.sent[INCUMBENT] += 1
         sent = time.perf_counter()
-        call = self.channel(INCUMBENT).unary_unary(method)(request, metadata=metadata, timeout=timeout)
+        call = self.callable(INCUMBENT, method)(request, metadata=metadata, timeout=timeout)
         if mirror:
             shadow_metadata = metadata + [("x-shadow-request", "1")]
             shadow_timeout = self.settings.shadow_timeout
@@ -357,7 +372,7 @@ class GrpcShadowProxy:
             if actions:
                 outcome = await self._deliver_faulted(arm, method, request, metadata, timeout, actions, sent)
             else:
-                response = await self.channel(arm).unary_unary(method)(request, metadata=metadata, timeout=timeout)
+                response = await self.callable(arm, method)(request, metadata=metadata, timeout=timeout)
                 outcome = ArmOutcome(0, time.perf_counter() - sent, response)
         except grpc.aio.AioRpcError as exc:
             outcome = self._error_outcome(exc, time.perf_counter() - sent, timeout)
@@ -392,14 +407,14 @@ class GrpcShadowProxy:
                 return ArmOutcome(latency_s=time.perf_counter() - sent, error=TIMEOUT)
             elif action.kind == "reset":  # send, then cancel the call (RST_STREAM) unread
                 remaining = timeout - (time.perf_counter() - sent)
-                call = self.channel(arm).unary_unary(method)(request, metadata=metadata, timeout=max(remaining, 0.001))
+                call = self.callable(arm, method)(request, metadata=metadata, timeout=max(remaining, 0.001))
                 await asyncio.sleep(min(action.after_s, max(remaining, 0.0)))
                 call.cancel()
                 return ArmOutcome(latency_s=time.perf_counter() - sent, error=RESET)
         remaining = timeout - (time.perf_counter() - sent)
         if remaining <= 0:
             return ArmOutcome(latency_s=time.perf_counter() - sent, error=TIMEOUT)
-        response = await self.channel(arm).unary_unary(method)(request, metadata=metadata, timeout=remaining)
+        response = await self.callable(arm, method)(request, metadata=metadata, timeout=remaining)
         return ArmOutcome(0, time.perf_counter() - sent, response)
 
     # -- streams: forwarded to the incumbent only ------------------------------------------
@@ -471,7 +486,7 @@ class GrpcShadowProxy:
         await self.close()
 
     async def close(self) -> None:
-        channels, self._channels = list(self._channels.values()), {}
+        channels, self._channels, self._callables = list(self._channels.values()), {}, {}
         for channel in channels:
             await channel.close()
 
