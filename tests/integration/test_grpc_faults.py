@@ -134,56 +134,52 @@ def test_payload_fault_reaches_the_candidate_through_the_codec_and_the_client_is
     assert 0 < faulted < len(bodies)  # probability 0.5, seed 7: some of each
 
 
+def through_demos(plan: FaultPlan, bodies: list[bytes], tmp_path: Path, *, candidate: dict, baseline: bool = False,
+                  **settings):
+    """Demo servers over gRPC (incumbent, candidate with `candidate` knobs, optional baseline),
+    `bodies` through the proxy with `plan`: (client answers, capture rows, the incumbent's
+    answers called directly)."""
+
+    async def scenario():
+        servers = {"incumbent": await start_demo(), "candidate": await start_demo(**candidate)}
+        if baseline:
+            servers["baseline"] = await start_demo()
+        try:
+            targets = {arm: target for arm, (_, target) in servers.items()}
+            answers, rows = await run_through(GrpcProxySettings(**targets, **settings), plan, bodies, tmp_path)
+            return answers, rows, await direct(targets["incumbent"], bodies)
+        finally:
+            for server, _ in servers.values():
+                await server.stop(None)
+
+    return asyncio.run(scenario())
+
+
 def test_demo_candidate_rejects_nan_with_invalid_argument_and_the_ledger_says_why(tmp_path):
     bodies = requests(6)
     plan = FaultPlan.from_specs([{"type": "nan", "fields": [FEATURES[2]]}], seed=0, codec=V2GrpcCodec())
-
-    async def scenario():
-        incumbent, incumbent_target = await start_demo()
-        candidate, candidate_target = await start_demo(role="candidate", variant="subtle")
-        try:
-            settings = GrpcProxySettings(incumbent=incumbent_target, candidate=candidate_target)
-            return await run_through(settings, plan, bodies, tmp_path)
-        finally:
-            await candidate.stop(None)
-            await incumbent.stop(None)
-
-    answers, rows = asyncio.run(scenario())
-    assert len(answers) == len(bodies)
+    answers, rows, expected = through_demos(plan, bodies, tmp_path, candidate={"role": "candidate", "variant": "subtle"})
+    assert answers == expected
     for row in rows:
         assert row["incumbent_status"] == 0
         assert CODES[row["candidate_status"]] == grpc.StatusCode.INVALID_ARGUMENT
         assert faults_of(row, "candidate") == [f"nan:{FEATURES[2]}"]
 
 
-def test_transport_faults_on_grpc_copies(tmp_path):
-    """abort (mapped and explicit gRPC status), latency, hang and reset, each on every 4th call
-    by window of request numbers; the client gets every incumbent answer regardless."""
-    bodies = requests(8)
+def test_latency_and_abort_on_grpc_copies(tmp_path):
+    """A delay on the candidate's copies, an abort (HTTP 503 mapped to UNAVAILABLE) on the
+    baseline's; the client gets every incumbent answer regardless."""
     specs = [
         {"type": "latency", "ms": 150, "arms": ["candidate"]},
         {"type": "abort", "status": 503, "arms": ["baseline"]},
     ]
-    plan = FaultPlan.from_specs(specs, seed=3)
-
-    async def scenario():
-        servers = [await start_demo() for _ in range(3)]
-        try:
-            settings = GrpcProxySettings(
-                incumbent=servers[0][1], candidate=servers[1][1], baseline=servers[2][1], shadow_timeout=2.0
-            )
-            answers, rows = await run_through(settings, plan, bodies, tmp_path)
-            return answers, rows, await direct(servers[0][1], bodies)
-        finally:
-            for server, _ in servers:
-                await server.stop(None)
-
-    answers, rows, expected = asyncio.run(scenario())
+    answers, rows, expected = through_demos(FaultPlan.from_specs(specs, seed=3), requests(8), tmp_path,
+                                            candidate={}, baseline=True, shadow_timeout=2.0)
     assert answers == expected
     for row in rows:
         assert row["candidate_status"] == 0 and faults_of(row, "candidate") == ["latency:150ms"]
         assert row["candidate_latency_s"] >= 0.150  # the delay is part of the arm's latency
-        assert CODES[row["baseline_status"]] == grpc.StatusCode.UNAVAILABLE  # 503 -> UNAVAILABLE
+        assert CODES[row["baseline_status"]] == grpc.StatusCode.UNAVAILABLE
         assert faults_of(row, "baseline") == ["abort:503"]
 
 
@@ -196,21 +192,10 @@ def test_transport_faults_on_grpc_copies(tmp_path):
     ],
 )
 def test_terminal_faults_give_the_arm_its_outcome(tmp_path, spec, status, error, label):
-    bodies = requests(3)
     plan = FaultPlan.from_specs([{**spec, "arms": ["candidate"]}], seed=0)
-
-    async def scenario():
-        incumbent, incumbent_target = await start_demo()
-        candidate, candidate_target = await start_demo(role="candidate")
-        try:
-            settings = GrpcProxySettings(incumbent=incumbent_target, candidate=candidate_target, shadow_timeout=0.3)
-            return await run_through(settings, plan, bodies, tmp_path)
-        finally:
-            await candidate.stop(None)
-            await incumbent.stop(None)
-
-    answers, rows = asyncio.run(scenario())
-    assert len(answers) == len(bodies)
+    answers, rows, expected = through_demos(plan, requests(3), tmp_path, candidate={"role": "candidate"},
+                                            shadow_timeout=0.3)
+    assert answers == expected
     for row in rows:
         assert row["incumbent_status"] == 0
         assert row["candidate_error"] == error
