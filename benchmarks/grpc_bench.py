@@ -38,6 +38,27 @@ GOAL_RPS = 8300.0  # calls/s through the proxy with several workers (`--workers`
 PATHS = ("direct", "proxy", "workers")
 
 
+def cpu_capacity(summary: dict) -> dict | None:
+    """What the measured CPU time per call implies (derived figures, labelled so): the proxy's
+    and the incumbent's calls per core-second, the cores of proxy 8,300 calls/s needs, and the
+    best proxy/direct ratio a proxy costing nothing could reach on CPUs shared with a candidate
+    that repeats the incumbent's work."""
+    direct, proxy = summary["direct"]["cpu_ms_per_call"], summary["proxy"]["cpu_ms_per_call"]
+    needed = (direct.get("incumbent"), direct.get("client"), proxy.get("proxy"), proxy.get("incumbent"),
+              proxy.get("candidate"), proxy.get("client"))
+    if any(not v for v in needed):
+        return None
+    server, proxy_ms = direct["incumbent"], proxy["proxy"]
+    return {
+        "server_calls_per_core_s": 1000.0 / server,
+        "proxy_calls_per_core_s": 1000.0 / proxy_ms,
+        "proxy_over_server_per_core": server / proxy_ms,
+        "cores_for_8300": GOAL_RPS * proxy_ms / 1000.0,
+        "zero_cost_proxy_ceiling": (direct["client"] + direct["incumbent"])
+        / (proxy["client"] + proxy["incumbent"] + proxy["candidate"]),
+    }
+
+
 def log(msg: str) -> None:
     print(f"[grpc-bench] {msg}", flush=True)
 
@@ -358,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     added_p99 = x["p99_ms"] - d["p99_ms"]
     capture_ok = {p: capture_rows[p] == through[p] for p in through}
     rps_met = w["calls_per_s"] is not None and w["calls_per_s"] >= GOAL_RPS
+    capacity = cpu_capacity(summary)
     command = [sys.executable, *sys.argv] if argv is None else [sys.executable, __file__, *argv]
     res = {
         "schema": 1,
@@ -378,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                    "p99_proxy_over_direct": x["p99_ms"] / d["p99_ms"] if d["p99_ms"] else None,
                    "added_p50_over_direct_p50": added_p50 / d["p50_ms"] if d["p50_ms"] else None,
                    "added_p99_over_direct_p99": added_p99 / d["p99_ms"] if d["p99_ms"] else None},
+        "cpu_capacity": capacity,
         "goals": {"proxy_throughput_at_least_0.5x_direct": {"value": ratio, "goal": GOAL_RATIO,
                                                             "met": ratio is not None and ratio >= GOAL_RATIO},
                   "8300_calls_per_s_with_several_workers": {
@@ -413,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
           f"added p99: {f(added_p99)} ms ({f(rr['p99_proxy_over_direct'], '.2f')}x direct)")
     print(f"throughput workers/direct: {f(workers_ratio, '.2f')}x  (workers/proxy: "
           f"{f(res['ratios']['throughput_workers_over_proxy'], '.2f')}x)")
+    if capacity:
+        print(f"per core (from CPU ms per call, derived, not a measured rate): incumbent {capacity['server_calls_per_core_s']:.0f} "
+              f"calls/s, proxy {capacity['proxy_calls_per_core_s']:.0f} -> proxy/server {capacity['proxy_over_server_per_core']:.2f}x; "
+              f"8,300 calls/s needs {capacity['cores_for_8300']:.1f} cores of proxy")
+        print(f"ceiling on shared CPUs: a proxy costing nothing would reach {capacity['zero_cost_proxy_ceiling']:.2f}x direct "
+              "(the candidate does the incumbent's work again on the same CPUs)")
     print(f"8,300 calls/s with {a.workers} proxy workers: {f(w['calls_per_s'], '.0f')} calls/s -> "
           f"{'MET' if rps_met else 'NOT MET'} (on {os.cpu_count()} CPUs shared with client, incumbent and candidate)")
     for p in through:
