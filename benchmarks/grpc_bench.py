@@ -80,7 +80,7 @@ def _load_worker(target: str, concurrency: int, channels: int, duration: float, 
 
     from harness.demo_model import FEATURES
     from proxies.demo_grpc import infer_request_message
-    from proxies.grpc_v2 import method_path
+    from harness.codecs.grpc_v2 import method_path
 
     rows = np.array([[42.0, 52000.0, 24.0, 2.0, 1200.5, 680.0][: len(FEATURES)]
                      + [1.0] * max(0, len(FEATURES) - 6)], dtype=np.float64)

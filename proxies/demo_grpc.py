@@ -45,7 +45,7 @@ from proxies.demo_server import (  # private helpers: the REST demo's validation
     _features,
     _requested_outputs,
 )
-from proxies.grpc_v2 import SERVICE, pb
+from harness.codecs.grpc_v2 import SERVICE, pb
 
 class _NotFound(BadRequest):
     """An infer request for a model or version this server does not serve."""

@@ -1,5 +1,5 @@
 """Open Inference Protocol v2 over gRPC: serialized `inference.ModelInferRequest` /
-`ModelInferResponse` messages (`proxies/grpc_v2/grpc_predict_v2.proto`).
+`ModelInferResponse` messages (`harness/codecs/grpc_v2/grpc_predict_v2.proto`).
 
 The same rules as the REST codec (`harness.codecs.v2`), which this one extends: the roles of
 outputs (label, probabilities, score; the `*_output` options), the two request layouts (one
@@ -19,7 +19,7 @@ holds them, so the fault reaches the model as it would over REST: non-integral o
 values in an integer input become FP64, non-numeric values (strings, null among strings)
 become BYTES (UTF-8 text).
 
-The generated message classes live in `proxies.grpc_v2` (the network edge); they are imported
+The generated message classes live in `harness.codecs.grpc_v2`; they are imported
 on first use, so importing the codec registry does not import protobuf.
 
 Registry: `harness/codecs/__init__.py` lists it as `"v2grpc"` in `CODECS` (this module does not
@@ -68,10 +68,10 @@ _pb = None
 
 
 def messages():
-    """The generated module `proxies.grpc_v2.grpc_predict_v2_pb2` (imported on first use)."""
+    """The generated module `harness.codecs.grpc_v2.grpc_predict_v2_pb2` (imported on first use)."""
     global _pb
     if _pb is None:
-        from proxies.grpc_v2 import grpc_predict_v2_pb2
+        from harness.codecs.grpc_v2 import grpc_predict_v2_pb2
 
         _pb = grpc_predict_v2_pb2
     return _pb

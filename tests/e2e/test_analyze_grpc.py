@@ -43,7 +43,7 @@ def write_fraud_capture(run_dir, codec, *, flip: float = 0.0, n: int = N, seed: 
 
 def write_v2grpc_capture(run_dir, n: int = N) -> None:
     from harness.codecs.v2grpc import tensor_to_contents
-    from proxies.grpc_v2 import pb
+    from harness.codecs.grpc_v2 import pb
 
     rng = np.random.default_rng(1)
     run_dir.mkdir(parents=True, exist_ok=True)

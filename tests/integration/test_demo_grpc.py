@@ -17,7 +17,7 @@ from harness.procs import spawn
 from proxies.demo_grpc import infer_request_message, parse_infer_response
 from proxies.demo_server import DemoApp, DemoKnobs, infer_request_body
 from proxies.demo_server import parse_infer_response as parse_rest_response
-from proxies.grpc_v2 import MESSAGES, method_path, pb
+from harness.codecs.grpc_v2 import MESSAGES, method_path, pb
 from proxies.http1 import Request
 
 SERVERS = {

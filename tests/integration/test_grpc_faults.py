@@ -21,7 +21,7 @@ from harness.faults import FaultPlan
 from proxies.demo_grpc import infer_request_message, start_demo_grpc
 from proxies.demo_server import DemoKnobs
 from proxies.grpc_proxy import GrpcProxySettings, GrpcShadowProxy, make_server
-from proxies.grpc_v2 import method_path
+from harness.codecs.grpc_v2 import method_path
 
 pytestmark = pytest.mark.timeout(60)
 

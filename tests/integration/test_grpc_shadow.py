@@ -12,7 +12,7 @@ from harness.capture import CaptureReader
 from harness.demo_model import synthetic_rows
 from harness.procs import shadowline_command, spawn
 from proxies.demo_grpc import infer_request_message
-from proxies.grpc_v2 import method_path
+from harness.codecs.grpc_v2 import method_path
 
 
 def test_grpc_shadow_run_is_captured_and_judged(children, tmp_path):

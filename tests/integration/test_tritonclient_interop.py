@@ -5,7 +5,7 @@ The demo servers are called with `tritonclient.grpc` / `tritonclient.http` direc
 and the proxies' captures must hold the mirrored calls.
 
 `tritonclient.grpc` registers `inference.*` messages (from its own `grpc_service.proto`) in
-protobuf's default descriptor pool, and so does `proxies.grpc_v2` (imported by other tests in
+protobuf's default descriptor pool, and so does `harness.codecs.grpc_v2` (imported by other tests in
 this session): the second import fails with "duplicate symbol 'inference.ServerLiveRequest'"
 (the same clash as `tritonclient.grpc` with `mlserver`). So the gRPC client runs in a child
 interpreter (`_GRPC_CLIENT` below) and reports back through an .npz and a JSON file.
@@ -38,7 +38,7 @@ from harness.procs import shadowline_command, spawn
 N_ROWS = 5  # rows per infer call
 CALLS = 3  # infer calls per client run
 
-# Runs in a child interpreter: tritonclient.grpc cannot share a process with proxies.grpc_v2.
+# Runs in a child interpreter: tritonclient.grpc cannot share a process with harness.codecs.grpc_v2.
 _GRPC_CLIENT = textwrap.dedent(
     """
     import json, sys

@@ -22,7 +22,7 @@ from harness.codecs.v2grpc import (
     tensor_to_contents,
     tensor_to_raw,
 )
-from proxies.grpc_v2 import pb
+from harness.codecs.grpc_v2 import pb
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -331,17 +331,17 @@ def test_spec_has_the_rest_codec_options():
 def test_checked_in_gencode_matches_the_proto(tmp_path):
     """The generated module is what the documented command makes from the checked-in .proto."""
     pytest.importorskip("grpc_tools", reason="grpcio-tools (a development tool) not installed")
-    target = tmp_path / "proxies" / "grpc_v2"
+    target = tmp_path / "harness" / "codecs" / "grpc_v2"
     target.mkdir(parents=True)
-    shutil.copy(ROOT / "proxies/grpc_v2/grpc_predict_v2.proto", target)
+    shutil.copy(ROOT / "harness/codecs/grpc_v2/grpc_predict_v2.proto", target)
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.",
-                    "proxies/grpc_v2/grpc_predict_v2.proto"], cwd=tmp_path, check=True)
+                    "harness/codecs/grpc_v2/grpc_predict_v2.proto"], cwd=tmp_path, check=True)
 
     def descriptor_line(text: str) -> str:
         return next(line for line in text.splitlines() if "AddSerializedFile" in line)
 
     made = (target / "grpc_predict_v2_pb2.py").read_text()
-    checked_in = (ROOT / "proxies/grpc_v2/grpc_predict_v2_pb2.py").read_text()
+    checked_in = (ROOT / "harness/codecs/grpc_v2/grpc_predict_v2_pb2.py").read_text()
     assert descriptor_line(made) == descriptor_line(checked_in)
 
 

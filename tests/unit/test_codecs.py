@@ -765,7 +765,7 @@ def test_decode_buffer_puts_prefixes_back():
 
 def _v2grpc_response(labels: list[int]) -> bytes:
     from harness.codecs.v2grpc import tensor_to_contents
-    from proxies.grpc_v2 import pb
+    from harness.codecs.grpc_v2 import pb
 
     message = pb.ModelInferResponse(model_name="demo")
     out = message.outputs.add(name="label", datatype="INT64", shape=[len(labels)])
@@ -775,7 +775,7 @@ def _v2grpc_response(labels: list[int]) -> bytes:
 
 def _v2grpc_request(values: list[float]) -> bytes:
     from harness.codecs.v2grpc import tensor_to_contents
-    from proxies.grpc_v2 import pb
+    from harness.codecs.grpc_v2 import pb
 
     message = pb.ModelInferRequest(model_name="demo")
     tensor = message.inputs.add(name="age", datatype="FP64", shape=[len(values)])

@@ -8,7 +8,7 @@ with the method paths below, so no `_pb2_grpc` module is needed.
 
 from __future__ import annotations
 
-from proxies.grpc_v2 import grpc_predict_v2_pb2 as pb
+from harness.codecs.grpc_v2 import grpc_predict_v2_pb2 as pb
 
 SERVICE = "inference.GRPCInferenceService"
 METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
