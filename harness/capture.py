@@ -479,8 +479,8 @@ class CaptureReader:
         return bytes(common[:cut]) if cut >= least else b""
 
     def judge_read(self, arms: Iterable[str] = ARMS, *, bodies: Iterable[str] = (), after: int | None = None,
-                   upto: int | None = None, rare: Iterable[str] = (), prefixes: dict[str, bytes] | None = None
-                   ) -> dict:
+                   upto: int | None = None, rare: Iterable[str] = (), prefixes: dict[str, bytes] | None = None,
+                   faults: bool = False) -> dict:
         """What the judge reads, for the rows with `after < seq <= upto` (default: all), in seq order.
 
         Keys: `seq`, `started_at`, and per arm in `arms` `<arm>_present`, `<arm>_status`,
@@ -500,6 +500,10 @@ class CaptureReader:
         `counts`: `summary()`'s figures for these rows and `arms` (unsorted; see `add_counts`).
         `rare` arms (say, from `rare_arms`) are first only counted, and read only if the count
         finds a value: the same result, cheaper for an arm that is not there.
+
+        With `faults`, per arm in `arms` `<arm>_faulted`: None when no row of the span has a fault
+        label for that arm, else (positions in the span (int64), the labels of each as a tuple):
+        `fault_ledger`'s entries, read in the same pass (the column is only counted unless set).
         """
         arms = _check_arms(arms)
         if after is None or upto is None:
@@ -508,6 +512,15 @@ class CaptureReader:
             upto = hi if upto is None else upto
         out = self._read_small(arms, _check_arms(bodies), after, upto, frozenset(_check_arms(rare)), prefixes or {})
         n = len(out["seq"])
+        faulted = out.pop("faulted")
+        if faults:
+            for arm in arms:
+                out[f"{arm}_faulted"] = None
+                if faulted.get(arm):  # the column has values in this span: the rows that have one
+                    rows = self._conn.execute(f"SELECT seq, {arm}_faults FROM exchanges WHERE seq > ? AND seq <= ? "
+                                              f"AND {arm}_faults IS NOT NULL", (after, upto)).fetchall()
+                    where = np.searchsorted(out["seq"], np.array([r[0] for r in rows], dtype=np.int64))
+                    out[f"{arm}_faulted"] = (where, [tuple(json.loads(labels)) for _, labels in rows])
         # Floats row by row (exact: SQLite's own text for a REAL is not), all in one query.
         read = [arm for arm in arms if arm not in out["absent"]]
         select = ["started_at"] + [f"{arm}_latency_s" for arm in read]
@@ -529,8 +542,9 @@ class CaptureReader:
 
     def _read_small(self, arms: tuple[str, ...], body_arms: tuple[str, ...], after: int, upto: int,
                     rare: frozenset = frozenset(), prefixes: dict[str, bytes] | None = None) -> dict:
-        """judge_read without the floats; with `<arm>_status_null` (the status is NULL) and
-        `absent` (the rare arms that have no value in these rows)."""
+        """judge_read without the floats; with `<arm>_status_null` (the status is NULL),
+        `absent` (the rare arms that have no value in these rows) and `faulted` (per arm read,
+        how many rows have fault labels)."""
         prefixes = {arm: p for arm, p in (prefixes or {}).items() if p}
         asked = (arms, body_arms)
         probe = [arm for arm in dict.fromkeys(arms + body_arms) if arm in rare]
@@ -559,10 +573,12 @@ class CaptureReader:
                          f"ELSE x'' END) END")
         # (No need to count bodies: with no present arm, no body is an answer.)
         counted = " + ".join(f"count({a}_present) + count({a}_status) + count({a}_latency_s) + count({a}_error)"
-                             for a in probe) or "0"
+                             f" + count({a}_faults)" for a in probe) or "0"
         where = "FROM exchanges WHERE seq > ? AND seq <= ?"
         sql = (f"SELECT {counted}, {', '.join(f'group_concat({c})' for c in ints)}"
-               f"{''.join(f', group_concat({b}, x{chr(39)}00{chr(39)})' for b in blobs)} {where}")
+               f"{''.join(f', group_concat({b}, x{chr(39)}00{chr(39)})' for b in blobs)}"
+               f"{''.join(f', count({a}_faults)' for a in arms)} {where}")
+        faulted = dict.fromkeys(arms, 0)
         parts: list[list[np.ndarray]] = [[] for _ in ints]
         buffers: list[list[bytes]] = [[] for _ in body_arms]
         text_factory = self._conn.text_factory
@@ -575,6 +591,8 @@ class CaptureReader:
                 if found:  # a "rare" arm is there after all: read everything as usual
                     self._conn.text_factory = text_factory
                     return self._read_small(*asked, after, upto, frozenset(), prefixes)
+                for arm, k in zip(arms, row[len(ints) + len(blobs):]):
+                    faulted[arm] += k
                 if row[0] is None:
                     continue
                 try:
@@ -584,7 +602,7 @@ class CaptureReader:
                     values = [np.array(v, dtype=np.int64) for v in zip(*rows)]
                 for i, v in enumerate(values):
                     parts[i].append(v)
-                for j, text in enumerate(row[len(ints):]):
+                for j, text in enumerate(row[len(ints): len(ints) + len(blobs)]):
                     if text is not None:
                         buffers[j].append(text)
         finally:
@@ -595,7 +613,7 @@ class CaptureReader:
         # Every aggregate sees the rows in the order of the rowid range scan; check it anyway.
         if any(len(c) != n for c in cat) or (n > 1 and not (np.diff(seq) > 0).all()):
             raise CaptureError(f"{self.path}: rows changed while being read")
-        out: dict = {"seq": seq, "absent": probe, "counts": {}}
+        out: dict = {"seq": seq, "absent": probe, "counts": {}, "faulted": faulted}
         errors = np.array([None, *ERROR_KINDS, None], dtype=object)
         for i, arm in enumerate(arms):
             status, flags = cat[1 + 2 * i], cat[2 + 2 * i]
@@ -716,7 +734,7 @@ class CaptureReader:
             f"SELECT seq, {arm}_faults FROM exchanges WHERE {arm}_faults IS NOT NULL AND seq BETWEEN ? AND ?",
             (int(seq[0]), int(seq[-1])) if len(seq) else (0, -1),
         ).fetchall()
-        if not rows and not self._conn.execute("SELECT 1 FROM meta WHERE key = 'faults'").fetchone():
+        if not rows and not self.has_fault_plan():
             return None
         ledger = np.empty(len(seq), dtype=object)
         ledger[:] = [()] * len(seq)
@@ -725,6 +743,11 @@ class CaptureReader:
             for i, (_, labels) in zip(where.tolist(), rows):
                 ledger[i] = tuple(json.loads(labels))
         return ledger
+
+    def has_fault_plan(self) -> bool:
+        """The capture records a fault plan (meta `faults`), so its fault ledger is meaningful even
+        where no copy was faulted."""
+        return self._conn.execute("SELECT 1 FROM meta WHERE key = 'faults'").fetchone() is not None
 
     def first_started_at(self) -> float | None:
         """The arrival time of the first exchange, None while there is none."""

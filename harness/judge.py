@@ -124,10 +124,16 @@ def judge(
     With a `scenario` (a chaos run), the shadow checks judge the phases without faults, the
     steady-state checks each steady-state phase, and the contracts each fault (see
     `scenario_results`).
+
+    Speed (a large capture, from `harness.pairing.PARALLEL_MIN` exchanges): worker processes read
+    the capture while this process imports what comes next (`_warm_imports`, which also freezes
+    the garbage collector's view of what is loaded then: `gc.freeze`); then a forked child draws
+    the HTML report's figures while this process runs the checks (`reports.plots.PlotJob`).
+    Neither changes a result.
     """
     from harness.checks import checks_from_config, default_checks
     from harness.codecs import DecodeError
-    from harness.pairing import build_evidence
+    from harness.pairing import EvidenceJob
     from harness.policy import decide
     from reports import build_report, write_reports
 
@@ -149,29 +155,90 @@ def judge(
         if reader.count() == 0:
             raise CaptureError(f"{capture_path}: the capture holds no exchanges; nothing to judge")
         try:
-            evidence = build_evidence(reader, chosen)
+            # A large capture is read and decoded by worker processes; meanwhile this one imports
+            # what the checks and reports need (scipy, matplotlib: most of a second).
+            with EvidenceJob(reader, chosen) as job:
+                if job.parallel:
+                    _warm_imports(ready=job.done)
+                evidence = job.result()
         except DecodeError as exc:  # no codec fits this traffic: the user must name one
             raise JudgeInputError(f"{capture_path}: {exc}") from None
         counts = reader.summary()
     if codec is not None or not (run_dir / CODEC_FILE).exists():
         record = {"name": evidence.codec, "options": codec_options or {}, "detected": codec is None}
         (run_dir / CODEC_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    from reports.plots import PlotJob
+
     faults, dose = [], None
-    if scenario is not None:
-        results, dose = scenario_results(evidence, scenario, checks, arm, alive=_alive(run_dir))
-        faults = [
-            {"phase": p.name, "labels": list(p.labels), "start_s": p.start_s, "end_s": p.end_s}
-            for p in scenario.expanded_phases()
-            if p.faulted
-        ]
-    else:
-        results = [check.evaluate(evidence, arm) for check in checks]
-    verdict = decide(results)
-    report = build_report(
-        verdict, evidence, run=_run_info(run_dir, evidence), counts=counts, faults=faults, dose_response=dose
-    )
-    paths = write_reports(run_dir, report, evidence)
+    # The plots need only the evidence: a large capture's are drawn in a child process while
+    # this one runs the checks (same figures; see PlotJob).
+    plots = PlotJob(evidence)
+    try:
+        if scenario is not None:
+            results, dose = scenario_results(evidence, scenario, checks, arm, alive=_alive(run_dir))
+            faults = [
+                {"phase": p.name, "labels": list(p.labels), "start_s": p.start_s, "end_s": p.end_s}
+                for p in scenario.expanded_phases()
+                if p.faulted
+            ]
+        else:
+            results = [check.evaluate(evidence, arm) for check in checks]
+        verdict = decide(results)
+        report = build_report(
+            verdict, evidence, run=_run_info(run_dir, evidence), counts=counts, faults=faults, dose_response=dose
+        )
+        paths = write_reports(run_dir, report, evidence, drawn=plots.result())
+    finally:
+        plots.close()
     return Judgement(verdict, report, paths, time.perf_counter() - began)
+
+
+def _warm_imports(ready=lambda: False) -> None:
+    """Import the modules the reports and the checks will need, and warm the plots' font caches
+    (while the evidence is read by worker processes, this overlaps their work instead of adding
+    to it). Nothing else: a module that fails to import here fails again, with its error, where
+    it is used.
+
+    What the plots' child needs comes first: once `ready()` (the evidence is read), the rest is
+    left to be imported where it is used, so the child can start drawing (a small capture is
+    read before everything is imported)."""
+    import gc
+    import importlib
+    import sys
+
+    def warm_plots() -> None:
+        for name in ("reports.plots", "matplotlib.backends.backend_svg", "reports.html"):
+            importlib.import_module(name)
+        from reports.plots import warm_up
+
+        warm_up()
+
+    steps = [warm_plots] + [lambda name=name: importlib.import_module(name)
+                            for name in ("reports.markdown", "reports.junit", "jsonschema", "scipy.stats")]
+
+    # The pool's thread in this process receives the workers' results (megabytes, through a
+    # pipe, a pipe-buffer at a time); at the default switch interval (5 ms) it would get the
+    # GIL back from the imports only every 5 ms per 64 KiB, and the workers would wait for it.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, 0.0002))
+    try:
+        for step in steps:
+            try:
+                step()
+            except Exception:  # only a head start: imported and drawn (or failing) later all the same
+                pass
+            if ready():
+                break
+    finally:
+        sys.setswitchinterval(interval)
+    # What is loaded now (matplotlib, scipy: hundreds of thousands of objects) stays loaded: as
+    # the gc module's documentation advises before a fork (the plots' child, see PlotJob), move
+    # it to the permanent generation, so no collection in either process walks it again (and no
+    # page of it is copied in the child for the collector's bookkeeping). It also spares this
+    # process a walk over all of it when it exits (about a quarter of a second). Garbage is
+    # collected first, so no cycle that is already garbage is kept.
+    gc.collect()
+    gc.freeze()
 
 
 # A fault-free phase right after a faulted one is judged from this many seconds into it:

@@ -104,6 +104,16 @@ class EvidenceJob:
         self.pending = self.tasks.submit(self.spans, self.read, self.read if codec is not None else (), rare,
                                          self.prefixes, codec, templated)
 
+    @property
+    def parallel(self) -> bool:
+        """The work runs in worker processes (so this one is free until `result()`)."""
+        return self.tasks.pool is not None
+
+    def done(self) -> bool:
+        """The workers have finished the first round of reading (so `result()` will not wait long)."""
+        futures = self.pending[1]
+        return futures is None or all(f.done() for f in futures)
+
     def result(self) -> Evidence:
         try:
             return self._finish()
@@ -125,7 +135,11 @@ class EvidenceJob:
         notes: list[str] = []
         parts = self.tasks.gather(self.pending)
         cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "counts"
-                and not k.endswith(("_answered", "_decoded", "_finite", "_failures", "_flags", "_pairs", "_mismatched"))}
+                and not k.endswith(("_answered", "_decoded", "_finite", "_failures", "_flags", "_pairs", "_mismatched",
+                                    "_faulted"))}
+        # The fault ledger came with the columns (before `parts` is reused for the bodies below).
+        faulted = {arm: [p[f"{arm}_faulted"] for p in parts] for arm in read}
+        ledger_offsets = np.cumsum([0] + [len(p["seq"]) for p in parts])
         if set(read) == set(ARMS):  # judge() asks for summary() next: the same rows, already counted
             reader.keep_summary(reader.add_counts(p["counts"] for p in parts), self.version)
         for arm in others:
@@ -163,9 +177,22 @@ class EvidenceJob:
             span_pairs = [p[f"{arm}_pairs"] for p in parts] if answered[arm].any() else []
             pairs[arm] = _joined_pairs(span_pairs, offsets, regression=task == "regression")
             mismatched[arm] = sum(p[f"{arm}_mismatched"] for p in parts) if answered[arm].any() else 0
-        ledger = {arm: reader.fault_ledger(arm, cols["seq"]) for arm in names}
+        ledger = {arm: _ledger(reader, faulted[arm], ledger_offsets) for arm in names}
         return _assemble(cols, names, others, answered, decoded, finite, ledger, failures, pairs, mismatched, task,
                          codec, notes)
+
+
+def _ledger(reader: CaptureReader, spans: list, offsets: np.ndarray) -> np.ndarray | None:
+    """`CaptureReader.fault_ledger` of the whole capture from the spans' `<arm>_faulted`."""
+    if all(s is None for s in spans) and not reader.has_fault_plan():
+        return None
+    ledger = np.empty(int(offsets[-1]), dtype=object)
+    ledger[:] = [()] * len(ledger)
+    for span, base in zip(spans, offsets.tolist()):
+        if span is not None:
+            for i, labels in zip((span[0] + base).tolist(), span[1]):
+                ledger[i] = labels
+    return ledger
 
 
 def _assemble(cols, names, others, answered, decoded, finite, ledger, failures, pairs, mismatched, task, codec,
@@ -240,7 +267,8 @@ def _read_span(source, arms: tuple, bodies: tuple, rare: tuple, prefixes: dict, 
     (per exchange: decoded; the failures; the task flags) and each one's pairs with the incumbent."""
     reader = source if isinstance(source, CaptureReader) else CaptureReader(source)
     try:
-        data = reader.judge_read(arms, bodies=bodies, after=after, upto=upto, rare=rare, prefixes=prefixes)
+        data = reader.judge_read(arms, bodies=bodies, after=after, upto=upto, rare=rare, prefixes=prefixes,
+                                 faults=True)
     finally:
         if reader is not source:
             reader.close()

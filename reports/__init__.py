@@ -55,9 +55,11 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_reports(run_dir, report: dict, evidence) -> dict[str, Path]:
+def write_reports(run_dir, report: dict, evidence, *, drawn: dict | None = None) -> dict[str, Path]:
     """Validate `report` and write report.json, report.md, report.html and junit.xml into
-    `run_dir`. Returns their paths by kind: json, md, html, junit.
+    `run_dir`. Returns their paths by kind: json, md, html, junit. `drawn`: the HTML report's
+    figures when they were computed beforehand (`reports.html.figures`, e.g. by
+    `reports.plots.PlotJob`), else they are computed here.
 
     Everything is rendered before anything is written, so a rendering error leaves the
     run directory as it was.
@@ -71,7 +73,7 @@ def write_reports(run_dir, report: dict, evidence) -> dict[str, Path]:
     texts = {
         "json": dumps(report),
         "md": render_markdown(report),
-        "html": render_html(report, evidence),
+        "html": render_html(report, evidence, drawn=drawn),
         "junit": render_junit(report),
     }
     paths = {}

@@ -98,11 +98,22 @@ def pair_summary(evidence: Evidence, arm: str = "candidate", top: int = 8) -> di
     return out
 
 
-def render_html(report: dict, evidence: Evidence, *, arm: str = "candidate") -> str:
-    """The HTML report for `report` (built by build_report), plots drawn from `evidence`."""
-    from reports.plots import all_plots, dose_response_plot
+def figures(evidence: Evidence, arm: str = "candidate") -> dict:
+    """What the HTML report draws from the evidence alone: {"plots": all_plots, "summary":
+    pair_summary}. `reports.plots.PlotJob` computes it beside other work."""
+    from reports.plots import all_plots
 
-    plots = [dict(p, svg=Markup(p["svg"])) for p in all_plots(evidence, arm)]
+    return {"plots": all_plots(evidence, arm), "summary": pair_summary(evidence, arm)}
+
+
+def render_html(report: dict, evidence: Evidence, *, arm: str = "candidate", drawn: dict | None = None) -> str:
+    """The HTML report for `report` (built by build_report), plots drawn from `evidence`
+    (or `drawn`: what `figures(evidence, arm)` returned, computed beforehand)."""
+    from reports.plots import dose_response_plot
+
+    if drawn is None:
+        drawn = figures(evidence, arm)
+    plots = [dict(p, svg=Markup(p["svg"])) for p in drawn["plots"]]
     dose = report.get("dose_response")
     dose_view = None
     if dose is not None:
@@ -133,6 +144,6 @@ def render_html(report: dict, evidence: Evidence, *, arm: str = "candidate") -> 
         duration=run_duration(run),
         versions=run.get("versions") or {},
         arm=arm,
-        summary=pair_summary(evidence, arm),
+        summary=drawn["summary"],
         dose=dose_view,
     )

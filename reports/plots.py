@@ -12,8 +12,11 @@ from __future__ import annotations
 import html
 import io
 import math
+import multiprocessing
 import re
+import threading
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from matplotlib import rc_context
@@ -94,11 +97,53 @@ def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+_TEXT_TO_PATH = None  # one matplotlib TextToPath shared by the SVG renderers of our figures (see below)
+
+
+@contextmanager
+def _shared_text_to_path():
+    """Let every renderer made meanwhile share one `TextToPath`: each renderer makes its own,
+    and with it a new math-text parser whose cache (the log axes' 10^k tick labels) starts
+    empty. Shared, each label is parsed once per report instead of once per figure. Only
+    caches are shared: the drawing is the same."""
+    global _TEXT_TO_PATH
+    import matplotlib.text as mtext
+
+    original = getattr(mtext, "TextToPath", None)
+    if original is None:  # not where this matplotlib looks for it: nothing to share
+        yield
+        return
+    if _TEXT_TO_PATH is None:
+        _TEXT_TO_PATH = original()
+    mtext.TextToPath = lambda: _TEXT_TO_PATH
+    try:
+        yield
+    finally:
+        mtext.TextToPath = original
+
+
+def warm_up() -> None:
+    """Load the fonts and fill the text caches that every report's figures use (about 0.15 s,
+    which the first figure would otherwise pay). The judge calls it while the capture is read,
+    before `PlotJob` forks: the child inherits the caches. Changes no figure."""
+    def draw(fig: Figure) -> None:
+        ax = fig.subplots()
+        ax.plot([1, 100], [1e-3, 1])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title("warm-up 0123456789%")
+        ax.set_xlabel("latency (ms, log scale)")
+        ax.text(0.5, 0.5, "p99", fontsize=7)
+        ax.legend(["arm"])
+
+    _draw("warm", "warm-up", 2, 2, draw)
+
+
 def _to_svg(fig: Figure, key: str, label: str) -> str:
     """The figure as an <svg> element fit to inline in HTML: no XML prolog, no metadata,
     no namespace URLs, ids prefixed with `key` so several figures can share one page."""
     buf = io.StringIO()
-    with rc_context(_RC):
+    with rc_context(_RC), _shared_text_to_path():
         fig.savefig(buf, format="svg", metadata={"Date": None})
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
@@ -691,3 +736,87 @@ def all_plots(evidence: Evidence, arm: str = "candidate") -> list[dict]:
                     "resets, shed copies, HTTP 5xx answers...). Look for errors in one arm only, "
                     "bursts that line up with a fault phase, and a rate that grows over the run."},
     ]
+
+
+# ----------------------------------------------------------------------------------------
+# Drawing beside other work
+
+PARALLEL_MIN = 50_000  # exchanges: from here `PlotJob` draws in a forked child process
+
+
+CHILD_TIMEOUT_S = 120.0  # far beyond the ~1 s the figures of 1M exchanges take
+
+
+class PlotJob:
+    """`reports.html.figures(evidence, arm)` (the plots and the numbers beside them), started
+    here and collected by `result()`.
+
+    For a large capture (`PARALLEL_MIN` exchanges, or `fork=True`) the figures are drawn in a
+    forked child process while this one does other work (the judge runs the checks meanwhile:
+    on two cores the two take about the same time). The child gets the evidence by fork, not by
+    copy, and sends back the SVG strings. The figures are the same either way; if the child
+    fails or dies they are drawn here, so an error is raised here as it would be without it.
+
+        job = PlotJob(evidence)
+        ...                      # other work
+        drawn = job.result()     # what figures() returns
+    """
+
+    def __init__(self, evidence: Evidence, arm: str = "candidate", *, fork: bool | None = None):
+        self.evidence, self.arm = evidence, arm
+        self._process = self._conn = None
+        if fork is None:
+            fork = evidence.n_exchanges >= PARALLEL_MIN
+        # Forking while another thread runs could copy a lock that thread holds (an import
+        # lock, logging's) into a child that then waits for it forever: only a lone thread forks.
+        if fork and threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("fork")
+            try:
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(target=_draw_in_child, args=(send, evidence, arm), daemon=True,
+                                          name="shadowline-plots")
+                process.start()
+            except OSError:  # no fork (out of processes or memory): drawn in result()
+                return
+            send.close()
+            self._process, self._conn = process, receive
+
+    def result(self) -> dict:
+        from reports.html import figures
+
+        if self._process is not None:
+            try:
+                # A child that neither answers nor dies in CHILD_TIMEOUT_S is given up on.
+                drawn = self._conn.recv() if self._conn.poll(CHILD_TIMEOUT_S) else None
+            except (EOFError, OSError):  # the child died
+                drawn = None
+            if drawn is None and self._process.is_alive():
+                self._process.terminate()
+            self._conn.close()
+            self._process.join()  # it ends right after sending
+            self._process = None
+            if drawn is not None:
+                return drawn
+        return figures(self.evidence, self.arm)
+
+    def close(self) -> None:
+        """Stop the child, if any (result() does; call it when the result is not wanted)."""
+        if self._process is not None:
+            self._conn.close()
+            if self._process.is_alive():
+                self._process.terminate()
+            self._process.join()
+            self._process = None
+
+
+def _draw_in_child(conn, evidence: Evidence, arm: str) -> None:
+    try:
+        from reports.html import figures
+
+        drawn = figures(evidence, arm)
+    except BaseException:  # drawn again in the parent, which then raises the error itself
+        drawn = None
+    try:
+        conn.send(drawn)
+    finally:
+        conn.close()

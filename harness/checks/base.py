@@ -169,6 +169,12 @@ def errors_of(cols: ArmColumns) -> np.ndarray:
 
 
 def kind_mask(err: np.ndarray, kind: str) -> np.ndarray:
+    if isinstance(kind, str) and isinstance(err, np.ndarray) and err.dtype == object and err.ndim == 1:
+        # None == kind is False: compare only the errors (few, usually), not a million Nones.
+        some = ~none_mask(err)
+        mask = np.zeros(err.shape, dtype=bool)
+        mask[some] = np.asarray(err[some] == kind, dtype=bool)
+        return mask
     return np.asarray(err == kind, dtype=bool)
 
 

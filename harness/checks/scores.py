@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy import stats as sps
 
 from harness.evidence import Evidence
 from harness.verdict import CheckResult
@@ -69,7 +68,7 @@ class ScoreDifference(Check):
         if nonzero.size == 0:
             w_stat, w_p = 0.0, 1.0
         else:
-            w = sps.wilcoxon(nonzero)
+            w = stats.scipy_stats().wilcoxon(nonzero)
             w_stat, w_p = float(w.statistic), float(w.pvalue)
         if absd.size:
             q50, q90, q99 = (float(v) for v in np.quantile(absd, [0.5, 0.9, 0.99]))
@@ -126,10 +125,10 @@ def ks_pvalue(d: float, n1: int, n2: int, a: np.ndarray, b: np.ndarray) -> float
     if max(n1, n2) <= KS_EXACT_MAX_N:
         with warnings.catch_warnings():  # scipy falls back to "asymp" itself, with a warning
             warnings.simplefilter("ignore", RuntimeWarning)
-            return float(sps.ks_2samp(a, b).pvalue)
+            return float(stats.scipy_stats().ks_2samp(a, b).pvalue)
     big, small = max(n1, n2), min(n1, n2)
     en = big * small / (big + small)
-    return float(np.clip(sps.kstwo.sf(d, np.round(en)), 0, 1))
+    return float(np.clip(stats.scipy_stats().kstwo.sf(d, np.round(en)), 0, 1))
 
 
 @register

@@ -9,12 +9,26 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from scipy import special, stats
 
 from harness.verdict import FAIL, INCONCLUSIVE, PASS
 
 # Sample sizes beyond this are reported as "cannot be decided" rather than as a number.
 MAX_REQUIRED_N = 10**12
+
+
+def scipy_special():
+    """`scipy.special`, imported on first use: importing scipy takes longer than most checks
+    (`shadowline analyze` imports it while the capture is being read, see harness.judge)."""
+    from scipy import special
+
+    return special
+
+
+def scipy_stats():
+    """`scipy.stats`, imported on first use (as `scipy_special`)."""
+    from scipy import stats
+
+    return stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -30,8 +44,8 @@ def clopper_pearson(x: float, n: float, confidence: float = 0.95) -> tuple[float
     if n <= 0:
         return 0.0, 1.0
     alpha = 1.0 - confidence
-    lo = 0.0 if x <= 0 else float(special.betaincinv(x, n - x + 1, alpha / 2))
-    hi = 1.0 if x >= n else float(special.betaincinv(x + 1, n - x, 1 - alpha / 2))
+    lo = 0.0 if x <= 0 else float(scipy_special().betaincinv(x, n - x + 1, alpha / 2))
+    hi = 1.0 if x >= n else float(scipy_special().betaincinv(x + 1, n - x, 1 - alpha / 2))
     return lo, hi
 
 
@@ -39,7 +53,7 @@ def wilson(x: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion."""
     if n <= 0:
         return 0.0, 1.0
-    z = stats.norm.ppf(0.5 + confidence / 2)
+    z = scipy_stats().norm.ppf(0.5 + confidence / 2)
     p = x / n
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom
@@ -83,7 +97,7 @@ def mcnemar_exact(b: int, c: int) -> float:
     """Exact (binomial) McNemar p-value on the discordant counts b and c; 1.0 when b + c == 0."""
     if b + c == 0:
         return 1.0
-    return float(stats.binomtest(int(b), int(b + c), 0.5).pvalue)
+    return float(scipy_stats().binomtest(int(b), int(b + c), 0.5).pvalue)
 
 
 def bowker(table: np.ndarray) -> tuple[float, float, int]:
@@ -100,7 +114,7 @@ def bowker(table: np.ndarray) -> tuple[float, float, int]:
     if df == 0:
         return 0.0, 1.0, 0
     stat = float((((upper - lower) ** 2)[used] / total[used]).sum())
-    return stat, float(stats.chi2.sf(stat, df)), df
+    return stat, float(scipy_stats().chi2.sf(stat, df)), df
 
 
 def dkw_epsilon(n: float, alpha: float) -> float:
