@@ -94,8 +94,8 @@ class Proxy:
     def __init__(self, settings: GrpcProxySettings, tmp_path: Path):
         self.capture = CaptureWriter(tmp_path / "capture.db")
         self.proxy = GrpcShadowProxy(settings, sink=self.capture.write)
-        self.server, port = make_server(self.proxy, ("127.0.0.1", 0))
-        self.target = f"127.0.0.1:{port}"
+        self.server, self.port = make_server(self.proxy, ("127.0.0.1", 0))
+        self.target = f"127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> Proxy:
         await self.server.start()

@@ -18,10 +18,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from harness.capture import CaptureWriter
 from harness.procs import shadowline_command, spawn
-from proxies.grpc_proxy import GrpcProxySettings, GrpcShadowProxy, make_server
+from proxies.grpc_proxy import GrpcProxySettings
 from proxies.grpc_tls import TlsConfigError, check
+from tests.integration.test_grpc_proxy import Proxy as InProcessProxy
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -104,29 +104,12 @@ async def start_plain_upstream():
     return server, handler, f"127.0.0.1:{port}"
 
 
-class Proxy:
+class Proxy(InProcessProxy):
+    """The proxy in-process (test_grpc_proxy's), its TLS files checked first as serve_grpc_proxy does."""
+
     def __init__(self, settings: GrpcProxySettings, tmp_path: Path):
         check(settings)
-        self.capture = CaptureWriter(tmp_path / "capture.db")
-        self.proxy = GrpcShadowProxy(settings, sink=self.capture.write)
-        self.server, self.port = make_server(self.proxy, ("127.0.0.1", 0))
-
-    async def __aenter__(self) -> Proxy:
-        await self.server.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.server.stop(1.0)
-        await self.proxy.drain(5.0)
-        self.capture.close()
-
-    def rows(self) -> list[dict]:
-        conn = sqlite3.connect(self.capture.path)
-        conn.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in conn.execute("SELECT * FROM exchanges ORDER BY seq")]
-        finally:
-            conn.close()
+        super().__init__(settings, tmp_path)
 
 
 def client_credentials(certs, with_cert: bool = False) -> grpc.ChannelCredentials:
