@@ -1,9 +1,10 @@
 """Time `shadowline analyze` on synthetic captures of growing size: seconds, stages and peak memory.
 
-    .venv/bin/python benchmarks/analyze_bench.py [--sizes 100000 1000000] [--repeat 3] [--stages]
+    .venv/bin/python benchmarks/analyze_bench.py [--sizes 100000 1000000] [--repeat 3] [--stages] [--protocol http|grpc]
 
 Each capture holds demo-like v2 exchanges (distinct response bodies, ~3% label flips, a few
-candidate timeouts), written through `CaptureWriter` as the proxy writes them (once: a capture
+candidate timeouts; `--protocol grpc`: the same as v2 gRPC ModelInfer messages, in
+benchmarks/out/analyze/grpc-nN/), written through `CaptureWriter` as the proxy writes them (once: a capture
 already in benchmarks/out/analyze/nN/ is reused). `analyze` runs as a child process, `--repeat`
 times per size; its wall time and peak RSS (from wait4) are the figures, and the median over
 the repeats is reported (every run and the load averages go to results.json). Goal (issue 3):
@@ -111,23 +112,26 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=3, help="runs of analyze per size (the median is reported)")
     parser.add_argument("--stages", action="store_true", help="also time the stages inside the child (see above)")
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="http",
+                        help="grpc: v2 ModelInfer messages, as the gRPC proxy captures them (no goal set)")
     args = parser.parse_args()
     from harness.synthetic import write_synthetic_capture
 
     results = []
     for n in args.sizes:
-        run_dir = OUT / f"n{n}"
+        run_dir = OUT / (f"n{n}" if args.protocol == "http" else f"grpc-n{n}")
         capture = run_dir / "capture.db"
         if not capture.exists():
             run_dir.mkdir(parents=True, exist_ok=True)
             print(f"writing a synthetic capture of {n:,} exchanges ...", flush=True)
-            print(f"  written in {write_synthetic_capture(capture, n, timeout_rate=0.001):.1f} s ({capture.stat().st_size / 2**20:.0f} MiB)", flush=True)
+            seconds = write_synthetic_capture(capture, n, timeout_rate=0.001, protocol=args.protocol)
+            print(f"  written in {seconds:.1f} s ({capture.stat().st_size / 2**20:.0f} MiB)", flush=True)
         runs = [time_analyze(run_dir, stages=args.stages) for _ in range(max(1, args.repeat))]
         result = {"exchanges": n, "seconds": median_of(runs, "seconds"), "runs": runs,
                   "peak_rss_mib": max(r["peak_rss_mib"] for r in runs), "verdict": runs[0]["verdict"]}
         each = ", ".join(f"{r['seconds']:.2f}" for r in runs)
         loads = ", ".join(f"{r['load_before'][0]:.2f}" for r in runs)
-        line = (f"analyze {n:>10,} exchanges: {result['seconds']:6.2f} s (median of {len(runs)}: {each}; "
+        line = (f"analyze {n:>10,} {args.protocol} exchanges: {result['seconds']:6.2f} s (median of {len(runs)}: {each}; "
                 f"1-min load before each: {loads}), peak RSS {result['peak_rss_mib']:7.1f} MiB, "
                 f"verdict {result['verdict']}")
         if args.stages:
@@ -145,11 +149,11 @@ def main() -> None:
         a, b = results[0], results[-1]
         growth = (b["seconds"] / a["seconds"]) / (b["exchanges"] / a["exchanges"])
         print(f"time per exchange at {b['exchanges']:,} vs {a['exchanges']:,}: {growth:.2f}x (1.0 = linear)")
-    big = [r for r in results if r["exchanges"] == 1_000_000]
+    big = [r for r in results if r["exchanges"] == 1_000_000 and args.protocol == "http"]
     if big:
         print(f"goal: 1M exchanges judged in under 5 s: {'met' if big[0]['seconds'] < 5 else 'NOT met'} ({big[0]['seconds']} s)")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps({"command": " ".join(sys.argv), "nproc": os.cpu_count(),
+    (OUT / ("results.json" if args.protocol == "http" else "results-grpc.json")).write_text(json.dumps({"command": " ".join(sys.argv), "nproc": os.cpu_count(),
                                                   "results": results}, indent=2) + "\n")
 
 

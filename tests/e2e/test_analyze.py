@@ -120,3 +120,29 @@ def test_undetectable_traffic_is_exit_2_suggesting_a_codec(tmp_path):
     result = analyze(run_dir)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "--codec" in result.stderr
+
+
+def test_the_same_exchanges_over_grpc_are_judged_exactly_as_over_http(tmp_path):
+    """Identical rows, models and seed, captured as the HTTP proxy and as the gRPC proxy record
+    them: the codec differs (detected); every check's outcome and n are the same, its statistic,
+    interval and p-value too up to the JSON text's 9 significant digits (gRPC carries the FP32
+    scores exactly)."""
+    reports = {}
+    for protocol in ("http", "grpc"):
+        run_dir = _run(tmp_path, protocol, 3000, timeout_rate=0.01, protocol=protocol)
+        result = analyze(run_dir)
+        assert result.returncode == 1, result.stdout + result.stderr  # the subtle candidate: NO-GO
+        reports[protocol] = json.loads((run_dir / "report.json").read_text())
+    assert reports["http"]["codec"] == "v2" and reports["grpc"]["codec"] == "v2grpc"
+
+    def outcomes(report):
+        return [(c["name"], c["status"], c["n"]) for c in report["checks"]]
+
+    def numbers(report):
+        return [[c[k] for k in ("statistic", "ci_low", "ci_high", "p_value") if c[k] is not None] for c in report["checks"]]
+
+    assert reports["grpc"]["verdict"] == reports["http"]["verdict"]
+    assert outcomes(reports["grpc"]) == outcomes(reports["http"])
+    for grpc_values, http_values in zip(numbers(reports["grpc"]), numbers(reports["http"])):
+        assert grpc_values == pytest.approx(http_values, rel=1e-3)
+    assert reports["grpc"]["paired"] == reports["http"]["paired"] and reports["grpc"]["paired"]["candidate"] > 0
